@@ -1,0 +1,208 @@
+"""A small IoU tracker with per-track name voting and a once-per-track decision.
+
+Matching is greedy (highest IoU pair first) rather than Hungarian: with a handful of faces a
+frame the two agree almost always, and greedy needs no scipy on the Pi (a 40 MB wheel).
+
+Each track is embedded when it appears, then every ``embed_every`` frames, or sooner when its
+quality beats the best seen so far by ``quality_margin``. Each embedding's gallery match is a
+vote; the label is the score-weighted winner of the last ``vote_window`` votes, so one odd frame
+does not flip it. A track is *decided* exactly once, which is when the pipeline emits its event:
+as soon as a name has ``confirm_votes`` votes and leads the vote, or as unknown after
+``unknown_after`` embeddings without a leading name; a track that ends (or a run that stops)
+before either gets decided on what it has.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .detect import Face
+
+# A vote's weight is its match score; this floor keeps a (rare) negative cosine from counting
+# against its own label.
+MIN_VOTE_WEIGHT = 0.01
+
+
+@dataclass
+class Vote:
+    name: str | None
+    score: float
+
+
+@dataclass
+class Track:
+    id: int
+    face: Face
+    first_frame: int
+    last_frame: int
+    hits: int = 1
+    missed: int = 0
+    quality: float = 0.0
+    best_quality: float = -1.0
+    embeddings: int = 0
+    last_embed_frame: int | None = None
+    votes: deque[Vote] = field(default_factory=deque)
+    name: str | None = None  # the current voted label (None = unknown / not yet embedded)
+    score: float = 0.0  # mean score of the votes for ``name``
+    decided: bool = False
+    decided_frame: int | None = None
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.face.box
+
+    @property
+    def event(self) -> str:
+        return "recognized" if self.name is not None else "unknown"
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (N, 4 xywh) with every box in ``b`` (M, 4 xywh)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
+    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, 0, None], b[None, :, 0])
+    ih = np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, 1, None], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+class Tracker:
+    def __init__(self, iou_threshold: float = 0.3, max_age: int = 10, embed_every: int = 10,
+                 vote_window: int = 5, *, quality_margin: float = 0.1, confirm_votes: int = 2,
+                 unknown_after: int = 3) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        for key, val in (("max_age", max_age), ("embed_every", embed_every),
+                         ("vote_window", vote_window), ("confirm_votes", confirm_votes),
+                         ("unknown_after", unknown_after)):
+            if int(val) < (0 if key == "max_age" else 1):
+                raise ValueError(f"{key} must be a positive integer, got {val}")
+        self.iou_threshold = float(iou_threshold)
+        self.max_age = int(max_age)
+        self.embed_every = int(embed_every)
+        self.vote_window = int(vote_window)
+        self.quality_margin = float(quality_margin)
+        self.confirm_votes = int(confirm_votes)
+        self.unknown_after = int(unknown_after)
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        self._frame = -1
+        self._decided: list[Track] = []
+
+    # --- association -------------------------------------------------------------------------
+    def update(self, faces: list[Face], frame: int | None = None) -> list[Track]:
+        """Associate this frame's faces with the live tracks; returns the tracks seen in this
+        frame, in the order of ``faces``. Tracks unseen for more than ``max_age`` frames end."""
+        self._frame = self._frame + 1 if frame is None else int(frame)
+        live = [t for t in self.tracks]
+        assigned: list[Track | None] = [None] * len(faces)
+        if live and faces:
+            iou = iou_matrix(np.stack([t.box for t in live]), np.stack([f.box for f in faces]))
+            # Greedy: take the best remaining pair while it clears the threshold.
+            order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
+            used_t, used_f = set(), set()
+            for ti, fi in order:
+                if iou[ti, fi] < self.iou_threshold:
+                    break
+                if ti in used_t or fi in used_f:
+                    continue
+                used_t.add(ti)
+                used_f.add(fi)
+                t = live[ti]
+                t.face, t.last_frame, t.missed = faces[fi], self._frame, 0
+                t.hits += 1
+                assigned[fi] = t
+        for t in live:
+            if t.last_frame != self._frame:
+                t.missed += 1
+        for fi, f in enumerate(faces):
+            if assigned[fi] is None:
+                t = Track(id=self._next_id, face=f, first_frame=self._frame,
+                          last_frame=self._frame)
+                self._next_id += 1
+                self.tracks.append(t)
+                assigned[fi] = t
+        ended = [t for t in self.tracks if t.missed > self.max_age]
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_age]
+        for t in ended:
+            self._finish(t)
+        return [t for t in assigned if t is not None]
+
+    # --- embedding schedule and votes --------------------------------------------------------
+    def wants_embedding(self, track: Track, quality: float) -> bool:
+        """Whether to embed ``track`` in the current frame (also records its quality)."""
+        track.quality = float(quality)
+        if track.last_embed_frame is None:
+            return True
+        if self._frame - track.last_embed_frame >= self.embed_every:
+            return True
+        return quality > track.best_quality + self.quality_margin
+
+    def observe(self, track: Track, name: str | None, score: float, quality: float) -> bool:
+        """Record one embedding's gallery match; returns True when this decided the track."""
+        track.embeddings += 1
+        track.last_embed_frame = self._frame
+        track.best_quality = max(track.best_quality, float(quality))
+        track.votes.append(Vote(name, float(score)))
+        while len(track.votes) > self.vote_window:
+            track.votes.popleft()
+        self._relabel(track)
+        if track.decided:
+            return False
+        if track.name is not None:
+            n = sum(1 for v in track.votes if v.name == track.name)
+            if n >= self.confirm_votes:
+                return self._decide(track)
+        elif track.embeddings >= self.unknown_after:
+            return self._decide(track)
+        return False
+
+    def _relabel(self, track: Track) -> None:
+        weight: dict[str | None, float] = defaultdict(float)
+        scores: dict[str | None, list[float]] = defaultdict(list)
+        for v in track.votes:
+            weight[v.name] += max(v.score, MIN_VOTE_WEIGHT)
+            scores[v.name].append(v.score)
+        # Ties go to the label already shown (stable), then to the most recent vote.
+        recent = [v.name for v in reversed(track.votes)]
+        best = max(weight, key=lambda k: (weight[k], k == track.name, -recent.index(k)))
+        track.name = best
+        track.score = float(np.mean(scores[best]))
+
+    def _decide(self, track: Track) -> bool:
+        track.decided = True
+        track.decided_frame = self._frame
+        self._decided.append(track)
+        return True
+
+    def _finish(self, track: Track) -> None:
+        if not track.decided and track.embeddings > 0:
+            self._decide(track)
+
+    def reschedule(self) -> None:
+        """Embed every live track again at its next frame (the gallery changed under them)."""
+        for t in self.tracks:
+            t.last_embed_frame = None
+
+    @property
+    def created(self) -> int:
+        """How many tracks this tracker has started."""
+        return self._next_id - 1
+
+    # --- decisions ---------------------------------------------------------------------------
+    def pop_decisions(self) -> list[Track]:
+        """Tracks decided since the last call (each track appears once in a tracker's life)."""
+        out, self._decided = self._decided, []
+        return out
+
+    def flush(self) -> list[Track]:
+        """End of the run: decide every live track that has votes, and return all pending."""
+        for t in self.tracks:
+            self._finish(t)
+        return self.pop_decisions()
