@@ -118,7 +118,8 @@ class Embedder:
 
     def embed_one(self, crop_bgr: np.ndarray) -> np.ndarray:
         if crop_bgr.shape[:2] != (CROP_SIZE, CROP_SIZE):
-            raise ValueError(f"expected an aligned {CROP_SIZE}x{CROP_SIZE} crop, got {crop_bgr.shape}")
+            raise ValueError(f"expected an aligned {CROP_SIZE}x{CROP_SIZE} crop, "
+                             f"got {crop_bgr.shape}")
         x = quantize_input(normalize(crop_bgr, self.card.layout), self._in)
         self._interp.set_tensor(self._in["index"], x)
         self._interp.invoke()

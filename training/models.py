@@ -54,7 +54,7 @@ def replace_linear_with_low_rank(module: nn.Module, gamma: float) -> nn.Module:
 
 
 class EdgeFace(nn.Module):
-    """The authors' wrapper (TimmFRWrapperV2): a timm backbone whose classifier gives the embedding."""
+    """The authors' wrapper (TimmFRWrapperV2): timm backbone, classifier reset to the embedding."""
 
     def __init__(self, backbone: str, embedding_size: int = EMBEDDING_SIZE) -> None:
         super().__init__()
