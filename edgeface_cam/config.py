@@ -61,7 +61,7 @@ class TrackingConfig:
     embed_every: int = 10
     vote_window: int = 5
     iou_threshold: float = 0.3
-    max_age: int = 15
+    max_age: int = 10
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,13 @@ class Config:
     def model_path(self) -> Path:
         return resolve_asset(self.recognizer.model)
 
-    def detector_model_path(self) -> Path | None:
-        return None if self.detector.model is None else resolve_asset(self.detector.model)
+    def detector_model(self) -> str | None:
+        """A model file resolved like recognizer.model, or a bare variant name ("short",
+        "full", ...) passed through to the backend as is."""
+        model = self.detector.model
+        if model is None or not (Path(model).suffix or "/" in model or model.startswith("~")):
+            return model
+        return str(resolve_asset(model))
 
     def gallery_path(self) -> Path:
         """Relative gallery paths in a file are relative to that file's folder."""
