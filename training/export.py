@@ -1,0 +1,538 @@
+"""Export an EdgeFace checkpoint to a LiteRT ``.tflite`` plus its model card.
+
+    python -m training.export --arch edgeface_xs_q --checkpoint ../shared/models/edgeface_xs_q.pt \
+        --out assets/edgeface_xs.tflite --quantize dynamic-int8 --heldout /tmp/cache/celeba-subset
+
+Conversion is litert-torch (torch -> float .tflite); quantization is ai-edge-quantizer on that
+float file (one tool for every mode, and its static recipe keeps int8 accurate where litert-torch's
+own PT2E path does not). The .tflite takes NHWC float input normalised by ``align.normalize``
+(the permute to NCHW is inside the model) and returns the raw 512-d embedding.
+The card (``<out>.json``) is the contract ``edgeface_cam.embed`` reads; see docs/models.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeface_cam.align import CROP_SIZE, EMBEDDING_SIZE, align_face, normalize
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EDGEFACE_SHARED", ROOT.parent / "shared"))
+# MIT-licensed fixture (ageitgey/face_recognition): the card embeds its aligned crop as a PNG.
+SELF_TEST_IMAGE = SHARED / "fixtures" / "people" / "obama" / "obama_1.jpg"
+SELF_TEST_FALLBACK_CARD = ROOT / "assets" / "edgeface_xs.json"
+QUANTIZE_MODES = ("none", "fp16", "dynamic-int8", "int8")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+# The authors' published checkpoints (sha256) -> the terms their weights come with.
+AUTHORS_CHECKPOINTS = {
+    "a31314377876ab9f": "edgeface_xs_q.pt",
+    "46be7cc7e8d6e235": "edgeface_xxs_q.pt",
+}
+AUTHORS_LICENSE = {
+    "weights": "CC BY-NC-SA 4.0 (non-commercial, attribution, share-alike), as stated on the "
+               "authors' model-hub card",
+    "code": "BSD-3-Clause (the authors' EdgeFace repository and this project)",
+}
+AUTHORS_ATTRIBUTION = (
+    "EdgeFace by Anjith George, Christophe Ecabert, Hatef Otroshi Shahreza, Ketan Kotwal and "
+    "Sebastien Marcel (Idiap Research Institute), 'EdgeFace: Efficient Face Recognition Model "
+    "for Edge Devices', IEEE T-BIOM 2024, arXiv:2307.01838"
+)
+AUTHORS_TRAINING_DATA = (
+    "the authors' training (WebFace4M / WebFace12M per the official configs); not retrained here"
+)
+
+
+class ExportError(RuntimeError):
+    """A user mistake or a failed step, reported as one line and exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine between two (N, D) arrays."""
+    return np.sum(unit(a) * unit(b), axis=1)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def load_crops(folder: str | Path, limit: int | None = None, what: str = "crops") -> np.ndarray:
+    """Aligned 112x112 BGR crops from a folder (e.g. written by ``training.prepare``).
+
+    ``limit`` takes an even spread over the sorted files, so a cap still samples every identity.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{what} folder not found: {folder}")
+    files = list_images(folder)
+    if not files:
+        raise ExportError(f"no images in {what} folder {folder} (make aligned crops with "
+                          "python -m training.prepare)")
+    if limit and len(files) > limit:
+        idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
+        files = [files[i] for i in sorted(set(idx))]
+    crops = []
+    for f in files:
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ExportError(f"cannot read image {f}")
+        if img.shape[:2] != (CROP_SIZE, CROP_SIZE):
+            raise ExportError(f"{f} is {img.shape[1]}x{img.shape[0]}, not an aligned "
+                              f"{CROP_SIZE}x{CROP_SIZE} crop (run python -m training.prepare)")
+        crops.append(img)
+    return np.stack(crops)
+
+
+def aligned_face(path: str | Path) -> np.ndarray:
+    """An aligned crop from a photo: the device path (YuNet, largest face, align_face).
+
+    An image that already is 112x112 is taken as an aligned crop.
+    """
+    from edgeface_cam.detect import YuNetDetector
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ExportError(f"cannot read image {path}")
+    if img.shape[:2] == (CROP_SIZE, CROP_SIZE):
+        return img
+    faces = YuNetDetector(min_face=20).detect(img)
+    if not faces:
+        raise ExportError(f"no face found in {path}")
+    f = faces[0]
+    return align_face(img, f.landmarks, f.landmark_names)
+
+
+def self_test_crop(image: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """The self-test crop and where it came from."""
+    if image is not None:
+        return aligned_face(image), str(image)
+    if SELF_TEST_IMAGE.is_file():
+        return aligned_face(SELF_TEST_IMAGE), "fixtures/people/obama/obama_1.jpg (MIT)"
+    if SELF_TEST_FALLBACK_CARD.is_file():
+        card = json.loads(SELF_TEST_FALLBACK_CARD.read_text())
+        png = base64.b64decode(card["self_test"]["image_png_base64"])
+        crop = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        return crop, f"the self-test crop of {SELF_TEST_FALLBACK_CARD.name}"
+    raise ExportError("no self-test image: pass --self-test-image PHOTO")
+
+
+def png_base64(crop_bgr: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", crop_bgr)
+    if not ok:
+        raise ExportError("cannot encode the self-test crop as PNG")
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------
+# Torch side
+
+
+def build_torch_model(arch: str, checkpoint: str | Path):
+    """(float model to export, torch reference models {label: model}, note).
+
+    A ``_q`` name (the authors' dynamic-int8 files) exports its dequantised float twin; the int8
+    torch model is kept as a second reference so parity to what the authors ship is measured too.
+    """
+    import torch
+
+    from training.models import MODELS, load_model
+
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    refs = {}
+    note = ""
+    base = arch.removesuffix("_float")
+    if base in MODELS and MODELS[base].quantized:
+        qmodel = load_model(base, checkpoint)
+        from training.models import dequantize
+
+        model = dequantize(qmodel, base + "_float")
+        refs["torch_q"] = qmodel
+        note = (f"{base} is PyTorch dynamic int8, which LiteRT cannot take: exporting its "
+                f"dequantised float twin {base}_float (weights exactly (q - zero) * scale)")
+    else:
+        model = load_model(arch, checkpoint)
+    refs = {"torch_float": model, **refs}
+    return model, refs, note
+
+
+def torch_embed(model, crops_bgr: np.ndarray, batch: int = 32) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(crops_bgr), batch):
+            x = torch.from_numpy(normalize(crops_bgr[i:i + batch], "NCHW"))
+            out.append(model(x).float().numpy())
+    return np.concatenate(out)
+
+
+def nhwc_wrapper(model):
+    """The exported graph: NHWC float input, permuted to the NCHW the network wants."""
+    import torch
+
+    class NHWC(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.permute(0, 3, 1, 2))
+
+    return NHWC(model).eval()
+
+
+def convert_float(model, out_path: Path) -> None:
+    """torch -> float32 .tflite (litert-torch), positional encoding frozen at 112 first."""
+    import copy
+
+    import torch
+
+    from training.models import freeze_positional_encoding
+
+    try:
+        import litert_torch
+    except ImportError:
+        raise ExportError("litert-torch is not installed: pip install -e '.[export]'") from None
+    frozen = freeze_positional_encoding(copy.deepcopy(model), CROP_SIZE)
+    sample = (torch.zeros(1, CROP_SIZE, CROP_SIZE, 3),)
+    edge = litert_torch.convert(nhwc_wrapper(frozen), sample)
+    edge.export(str(out_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization (ai-edge-quantizer on the float .tflite)
+
+
+def recipe_for(mode: str):
+    """The ai-edge-quantizer recipe for a mode, and a one-line description for the card."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, recipe, recipe_manager
+
+    if mode == "dynamic-int8":
+        return recipe.dynamic_wi8_afp32(), (
+            "ai-edge-quantizer dynamic_wi8_afp32: int8 channel-wise weights, activations "
+            "quantized at run time")
+    if mode == "int8":
+        return recipe.static_wi8_ai8(), (
+            "ai-edge-quantizer static_wi8_ai8: int8 weights and activations, calibrated "
+            "min/max; float input/output")
+    if mode == "fp16":
+        rm = recipe_manager.RecipeManager()
+        rm.add_weight_only_config(
+            regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+            algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+        return rm.get_quantization_recipe(), (
+            "ai-edge-quantizer float_casting: fp16 weights, float32 compute")
+    raise ValueError(mode)
+
+
+def quantize(float_path: Path, out_path: Path, mode: str,
+             calibration: np.ndarray | None = None) -> str:
+    """Quantize ``float_path`` into ``out_path``; returns the recipe description."""
+    try:
+        from ai_edge_quantizer import quantizer
+    except ImportError:
+        raise ExportError("ai-edge-quantizer is not installed: pip install -e '.[export]'") \
+            from None
+    rec, desc = recipe_for(mode)
+    q = quantizer.Quantizer(str(float_path), rec)
+    result = None
+    if q.need_calibration:
+        if calibration is None or not len(calibration):
+            raise ExportError("--quantize int8 needs --calibration DIR of aligned crops")
+        from tqdm import tqdm
+
+        x = normalize(calibration, "NHWC")
+        samples = [{"args_0": x[i:i + 1]} for i in tqdm(range(len(x)), desc="calibration",
+                                                         leave=False)]
+        result = q.calibrate({"serving_default": samples}, num_threads=os.cpu_count() or 1)
+        desc += f"; calibrated on {len(x)} aligned faces"
+    res = q.quantize(result, enable_progress_report=False)
+    res.export_model(str(out_path), overwrite=True)
+    return desc
+
+
+# ---------------------------------------------------------------------------------------------
+# LiteRT side
+
+
+def tflite_embed(path: str | Path, crops_bgr: np.ndarray, num_threads: int = 2,
+                 progress: bool = False) -> np.ndarray:
+    """Raw (not normalised) embeddings of ``crops_bgr`` by the .tflite through ai-edge-litert."""
+    from edgeface_cam.runtime import dequantize_output, load_interpreter, quantize_input
+
+    interp = load_interpreter(path, num_threads)
+    d_in = interp.get_input_details()[0]
+    d_out = interp.get_output_details()[0]
+    it = range(len(crops_bgr))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="litert", leave=False)
+    out = []
+    for i in it:
+        interp.set_tensor(d_in["index"], quantize_input(normalize(crops_bgr[i], "NHWC"), d_in))
+        interp.invoke()
+        out.append(dequantize_output(interp.get_tensor(d_out["index"]), d_out).reshape(-1))
+    return np.stack(out).astype(np.float32)
+
+
+def latency_ms(path: str | Path, runs: int = 200, num_threads: int = 1) -> float:
+    """Median wall time of one face (invoke only) over ``runs`` runs after 10 warm-up runs."""
+    from edgeface_cam.runtime import load_interpreter
+
+    interp = load_interpreter(path, num_threads)
+    d_in = interp.get_input_details()[0]
+    x = np.zeros(d_in["shape"], d_in["dtype"])
+    interp.set_tensor(d_in["index"], x)
+    for _ in range(10):
+        interp.invoke()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000)
+
+
+def parity(tflite: np.ndarray, refs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    out = {}
+    for label, ref in refs.items():
+        c = cosines(tflite, ref)
+        out[label] = {"cosine_mean": round(float(c.mean()), 6),
+                      "cosine_min": round(float(c.min()), 6)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The card
+
+
+def card_for(*, name: str, arch: str, out: Path, checkpoint: Path, quantize_mode: str,
+             recipe: str, note: str, interp_in: dict, self_test: tuple[np.ndarray, np.ndarray],
+             self_test_source: str, min_cosine: float, parity_figures: dict,
+             terms: dict, accuracy: dict | None = None, extra: dict | None = None) -> dict:
+    ckpt_sha = sha256_file(checkpoint)
+    crop, emb = self_test
+    card = {
+        "name": name,
+        "arch": arch,
+        "file": out.name,
+        "sha256": sha256_file(out),
+        "size_bytes": out.stat().st_size,
+        "input": {
+            "shape": [int(v) for v in interp_in["shape"]],
+            "layout": "NHWC",
+            "dtype": np.dtype(interp_in["dtype"]).name,
+            "color": "RGB",
+            "normalization": "(x/255-0.5)/0.5",
+            "crop_size": CROP_SIZE,
+            "alignment": "arcface-5pt-112",
+        },
+        "embedding_size": EMBEDDING_SIZE,
+        "quantization": quantize_mode,
+        "source_checkpoint": {"file": checkpoint.name, "sha256": ckpt_sha},
+        "conversion": {
+            "tools": {p: _version(p) for p in ("torch", "timm", "litert-torch",
+                                               "ai-edge-quantizer", "ai-edge-litert")},
+            "recipe": [
+                note or f"load {arch} from the checkpoint (strict)",
+                "freeze timm's Fourier positional encoding at 112x112 into a constant",
+                "wrap: NHWC input permuted to NCHW inside the graph",
+                "litert-torch convert -> float32 .tflite",
+                recipe,
+            ],
+            "date": _dt.date.today().isoformat(),
+            "command": "python -m training.export " + " ".join(sys.argv[1:]),
+        },
+        "parity": parity_figures,
+        "accuracy": accuracy,
+        "training_data": terms["training_data"],
+        "license": terms["license"],
+        "attribution": terms["attribution"],
+        "self_test": {
+            "source": self_test_source,
+            "image_png_base64": png_base64(crop),
+            "embedding": [round(float(v), 7) for v in emb.reshape(-1)],
+            "min_cosine": min_cosine,
+        },
+    }
+    card.update(extra or {})
+    return card
+
+
+def terms_for(checkpoint_sha: str, args: argparse.Namespace) -> dict:
+    authors = checkpoint_sha[:16] in AUTHORS_CHECKPOINTS
+    unknown = "unspecified: pass --license / --attribution / --training-data"
+    return {
+        "license": ({"weights": args.license, "code": AUTHORS_LICENSE["code"]} if args.license
+                    else AUTHORS_LICENSE if authors else unknown),
+        "attribution": args.attribution or (AUTHORS_ATTRIBUTION if authors else unknown),
+        "training_data": args.training_data or (AUTHORS_TRAINING_DATA if authors else unknown),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def export(args: argparse.Namespace) -> dict:
+    from training.models import CheckpointMismatch
+
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise ExportError(f"checkpoint not found: {checkpoint}")
+    out = Path(args.out)
+    if out.suffix != ".tflite":
+        raise ExportError(f"--out must end in .tflite, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.quantize == "int8" and not args.calibration:
+        raise ExportError("--quantize int8 needs --calibration DIR of aligned crops "
+                          "(python -m training.prepare makes them)")
+    calibration = (load_crops(args.calibration, args.max_calibration, "calibration")
+                   if args.calibration and args.quantize == "int8" else None)
+    heldout = load_crops(args.heldout, args.max_heldout, "held-out") if args.heldout else None
+    crop, st_source = self_test_crop(args.self_test_image)
+
+    try:
+        model, refs, note = build_torch_model(args.arch, checkpoint)
+    except CheckpointMismatch as e:
+        raise ExportError(str(e)) from None
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = Path(tmp) / "float.tflite"
+        convert_float(model, float_path)
+        if args.quantize == "none":
+            shutil.copyfile(float_path, out)
+            recipe = "no quantization (float32)"
+        else:
+            recipe = quantize(float_path, out, args.quantize, calibration)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f} s",
+          file=sys.stderr)
+
+    # Parity: the exported file run by the device runtime vs the torch model(s).
+    faces = heldout if heldout is not None else crop[None]
+    where = (f"{len(faces)} held-out aligned faces from {args.heldout}" if heldout is not None
+             else "the self-test face only (pass --heldout DIR for a real figure)")
+    got = tflite_embed(out, faces, progress=True)
+    ref = {k: torch_embed(m, faces) for k, m in refs.items()}
+    figures = parity(got, ref)
+    figures_card = {"faces": where, "runtime": f"ai-edge-litert {_version('ai-edge-litert')}",
+                    **{f"vs_{k}": v for k, v in figures.items()}}
+    st_emb = tflite_embed(out, crop[None])[0]
+    latency = latency_ms(out, args.latency_runs, 1) if args.latency_runs else None
+    extra: dict = {}
+    if latency is not None:
+        extra["latency"] = {"ms_per_face_median": round(latency, 2), "num_threads": 1,
+                            "runs": args.latency_runs, "runtime": "ai-edge-litert",
+                            "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
+    accuracy = json.loads(Path(args.accuracy).read_text()) if args.accuracy else None
+    from edgeface_cam.runtime import load_interpreter
+
+    d_in = load_interpreter(out).get_input_details()[0]
+    card = card_for(
+        name=args.name or out.stem, arch=args.arch, out=out, checkpoint=checkpoint,
+        quantize_mode=args.quantize, recipe=recipe, note=note, interp_in=d_in,
+        self_test=(crop, st_emb), self_test_source=st_source,
+        min_cosine=args.min_cosine or (0.98 if args.quantize == "int8" else 0.99),
+        parity_figures=figures_card, terms=terms_for(sha256_file(checkpoint), args),
+        accuracy=accuracy, extra=extra)
+    card_path = out.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"wrote {card_path}", file=sys.stderr)
+    f = figures["torch_float"]
+    line = f"cosine_mean={f['cosine_mean']:.6f} cosine_min={f['cosine_min']:.6f}"
+    if "torch_q" in figures:
+        q = figures["torch_q"]
+        line += f" q_cosine_mean={q['cosine_mean']:.6f} q_cosine_min={q['cosine_min']:.6f}"
+    line += f" size_bytes={out.stat().st_size}"
+    if latency is not None:
+        line += f" latency_ms={latency:.2f}"
+    print(line)
+    return card
+
+
+def parser() -> argparse.ArgumentParser:
+    from training.models import list_models
+
+    p = argparse.ArgumentParser(prog="python -m training.export",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--arch", required=True, choices=list_models(),
+                   help="model name (training.models); a _q name exports its float twin")
+    p.add_argument("--checkpoint", required=True, help="the .pt state_dict")
+    p.add_argument("--out", required=True, help="FILE.tflite; the card is written as FILE.json")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default="dynamic-int8")
+    p.add_argument("--calibration", help="folder of aligned crops for --quantize int8")
+    p.add_argument("--heldout", help="folder of aligned crops (not used for calibration) "
+                                     "to measure parity on")
+    p.add_argument("--max-calibration", type=int, default=300)
+    p.add_argument("--max-heldout", type=int, default=300)
+    p.add_argument("--self-test-image", help="photo (or aligned 112x112 crop) for the card's "
+                                             "self-test; default: fixtures obama_1.jpg")
+    p.add_argument("--min-cosine", type=float, help="self-test threshold (default 0.99; int8 0.98)")
+    p.add_argument("--latency-runs", type=int, default=200,
+                   help="runs for the single-thread latency median (0: skip)")
+    p.add_argument("--name", help="card name (default: the file stem)")
+    p.add_argument("--accuracy", help="JSON file of verification results to put in the card")
+    p.add_argument("--license", help="licence of the weights (default: the authors' terms for "
+                                     "their checkpoints)")
+    p.add_argument("--attribution")
+    p.add_argument("--training-data")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        export(args)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
