@@ -59,6 +59,7 @@ class PairSet:
     identities: list[str] | None = None  # per key; allows extra impostor pairs
     aligned: bool = False  # images are already aligned 112x112 crops (.bin)
     fold_rule: str = "stratified"
+    origin: str = ""  # the folder or file keys are relative to: cache entries are origin/key
 
     def __post_init__(self) -> None:
         self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
@@ -92,6 +93,7 @@ class PairSet:
             identities=None if self.identities is None else [self.identities[i] for i in used],
             aligned=self.aligned,
             fold_rule=self.fold_rule,
+            origin=self.origin,
         )
 
 
@@ -138,7 +140,8 @@ def read_bin(path: str | Path) -> PairSet:
     n = len(issame)
     return PairSet(path.name, [str(i) for i in range(2 * n)], np.arange(2 * n).reshape(n, 2),
                    issame, load, folds=V.contiguous_folds(n) if n >= 10 else None, aligned=True,
-                   fold_rule="contiguous (insightface)" if n >= 10 else "stratified")
+                   fold_rule="contiguous (insightface)" if n >= 10 else "stratified",
+                   origin=f"{path.resolve()}#{_sha256(path)[:16]}")
 
 
 def write_bin(path: str | Path, crops_bgr: Sequence[np.ndarray], issame: Sequence[bool],
@@ -198,7 +201,8 @@ def read_lfw(root: str | Path, pairs_file: str | Path | None = None) -> PairSet:
     use_folds = np.array(folds) if n_folds > 1 else None
     return PairSet(f"lfw:{root.name}", keys, np.array(pairs), np.array(same),
                    lambda k: imread(root / k), folds=use_folds, identities=ids,
-                   fold_rule="the pairs file's folds" if n_folds > 1 else "stratified")
+                   fold_rule="the pairs file's folds" if n_folds > 1 else "stratified",
+                   origin=str(root.resolve()))
 
 
 def read_pairs_tsv(path: str | Path, root: str | Path | None = None) -> PairSet:
@@ -240,7 +244,8 @@ def read_pairs_tsv(path: str | Path, root: str | Path | None = None) -> PairSet:
     ids = [id_of[k] for k in keys] if has_ids else _folder_identities(keys, pairs, same)
     return PairSet(path.name, keys, np.array(pairs), np.array(same), lambda k: imread(root / k),
                    folds=np.array(folds) if has_fold else None, identities=ids,
-                   fold_rule="the file's fold column" if has_fold else "stratified")
+                   fold_rule="the file's fold column" if has_fold else "stratified",
+                   origin=str(root.resolve()))
 
 
 def _folder_identities(keys: list[str], pairs: list, same: list) -> list[str] | None:
@@ -478,7 +483,8 @@ def embed_set(ps: PairSet, backend: Backend, finder: FaceFinder | None, flip: bo
     n = len(ps.keys)
     emb: list[np.ndarray | None] = [None] * n
     todo = []
-    for i, k in enumerate(ps.keys):
+    ckeys = [f"{ps.origin}/{k}" for k in ps.keys]
+    for i, k in enumerate(ckeys):
         if cache is not None and k in cache.data:
             emb[i] = cache.data[k]
         else:
@@ -507,7 +513,9 @@ def embed_set(ps: PairSet, backend: Backend, finder: FaceFinder | None, flip: bo
                 emb[i] = combine(backend, out[j], out[m + j] if flip else None)
         if cache is not None:
             for i in todo[start:start + chunk]:
-                cache.data[ps.keys[i]] = emb[i]
+                cache.data[ckeys[i]] = emb[i]
+            if (start // chunk) % 50 == 49:  # a long run that dies keeps most of its work
+                cache.save()
         bar.update(len(todo[start:start + chunk]))
     bar.close()
     if cache is not None and todo:
@@ -578,7 +586,7 @@ def evaluate(ps: PairSet, backend: Backend, finder: FaceFinder | None, flip: boo
     if not ps.aligned and finder is None:
         raise EvalError(f"{ps.name}: images are not aligned; need a detector or landmarks")
     setting = {"model": backend.identity(), "faces": None if ps.aligned else finder.description,
-               "flip": flip, "aligned": ps.aligned, "set": ps.name if ps.aligned else None}
+               "flip": flip}
     cache = EmbeddingCache(cache_dir, setting) if cache_dir else None
     e = embed_set(ps, backend, finder, flip=flip, cache=cache, progress=progress)
     scores = score_pairs(backend, e, ps.pairs)
