@@ -475,7 +475,17 @@ class Gallery:
 
     def match(self, embedding: np.ndarray) -> Match:
         """The best person by maximum cosine over their embeddings; name None below threshold."""
-        return self.match_many(np.asarray(embedding, np.float32).reshape(1, -1))[0]
+        idx = self._index
+        q = np.asarray(embedding, np.float32).reshape(-1)
+        if len(idx.names) == 0 or q.shape[0] != idx.matrix.shape[1]:
+            return self.match_many(q[None])[0]  # the empty / wrong-size answers live there
+        # The hot path: one matrix-vector product (BLAS gemv) and a per-person max.
+        per_person = np.maximum.reduceat(idx.matrix @ q, idx.starts)
+        b = int(per_person.argmax())
+        s = float(per_person[b]) / max(float(np.linalg.norm(q)), 1e-12)
+        if s >= self.threshold:
+            return Match(idx.names[b], s, int(idx.person_ids[b]))
+        return Match(None, s, None)
 
     def match_many(self, embeddings: np.ndarray) -> list[Match]:
         idx = self._index  # one snapshot for the whole call
