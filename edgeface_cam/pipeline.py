@@ -127,7 +127,8 @@ class Pipeline:
                  preview: SupportsPreview | None = None, max_frames: int | None = None,
                  queue_size: int = 2, realtime: bool = True, iou_threshold: float = 0.3,
                  max_age: int = 10, confirm_votes: int = 2, unknown_after: int = 3,
-                 quality_margin: float = 0.1, refresh_interval: float = 1.0,
+                 quality_margin: float = 0.1, split_below: float = 0.1,
+                 refresh_interval: float = 1.0,
                  on_frame: Callable[[FrameReport], None] | None = None,
                  heartbeat: Callable[[], None] | None = None,
                  heartbeat_interval: float = 1.0) -> None:
@@ -150,7 +151,7 @@ class Pipeline:
         self.heartbeat_interval = float(heartbeat_interval)
         self.tracker = Tracker(iou_threshold, max_age, embed_every, vote_window,
                                quality_margin=quality_margin, confirm_votes=confirm_votes,
-                               unknown_after=unknown_after)
+                               unknown_after=unknown_after, split_below=split_below)
         self.timer = StageTimer()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -287,8 +288,10 @@ class Pipeline:
             t_emb = time.monotonic()
             matches = (self.gallery.match_many(embs) if self.gallery is not None
                        else [_Unknown()] * len(todo))
-            for (tr, _, q), m in zip(todo, matches, strict=True):
-                self.tracker.observe(tr, m.name, float(m.score), q)
+            for (tr, _, q), m, e in zip(todo, matches, embs, strict=True):
+                now = self.tracker.observe(tr, m.name, float(m.score), q, e)
+                if now is not tr:  # a different person took over the box: a new track
+                    tracks[tracks.index(tr)] = now
             t_match = time.monotonic()
             self.timer.add("embed", t_emb - t_align)
             self.timer.add("match", t_match - t_emb)

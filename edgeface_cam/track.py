@@ -8,8 +8,13 @@ quality beats the best seen so far by ``quality_margin``. Each embedding's galle
 vote; the label is the score-weighted winner of the last ``vote_window`` votes, so one odd frame
 does not flip it. A track is *decided* exactly once, which is when the pipeline emits its event:
 as soon as a name has ``confirm_votes`` votes and leads the vote, or as unknown after
-``unknown_after`` embeddings without a leading name; a track that ends (or a run that stops)
-before either gets decided on what it has.
+``unknown_after`` usable embeddings (face quality >= ``min_quality``: a profile or blurred face
+must not make a stranger of someone who turns to the camera a moment later) without a leading
+name; a track that ends (or a run that stops) before either is decided on what it has.
+
+Boxes can pass from one person to another (people crossing, a cut in a video) with a good IoU,
+so each new embedding is also compared with the track's recent ones: below ``split_below``
+cosine the old track ends and the face starts a new one (its own votes, its own event).
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ class Track:
     quality: float = 0.0
     best_quality: float = -1.0
     embeddings: int = 0
+    usable: int = 0  # embeddings from faces of at least min_quality
     last_embed_frame: int | None = None
     votes: deque[Vote] = field(default_factory=deque)
+    recent: deque[np.ndarray] = field(default_factory=deque)  # last embeddings (unit rows)
     name: str | None = None  # the current voted label (None = unknown / not yet embedded)
     score: float = 0.0  # mean score of the votes for ``name``
     decided: bool = False
@@ -53,6 +60,14 @@ class Track:
     @property
     def box(self) -> np.ndarray:
         return self.face.box
+
+    @property
+    def appearance(self) -> np.ndarray | None:
+        """Unit mean of the recent embeddings: what this track's face looks like."""
+        if not self.recent:
+            return None
+        m = np.mean(self.recent, axis=0)
+        return m / max(float(np.linalg.norm(m)), 1e-12)
 
     @property
     def event(self) -> str:
@@ -75,7 +90,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Tracker:
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 10, embed_every: int = 10,
                  vote_window: int = 5, *, quality_margin: float = 0.1, confirm_votes: int = 2,
-                 unknown_after: int = 3) -> None:
+                 unknown_after: int = 3, min_quality: float = 0.3,
+                 split_below: float = 0.1) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         for key, val in (("max_age", max_age), ("embed_every", embed_every),
@@ -90,6 +106,8 @@ class Tracker:
         self.quality_margin = float(quality_margin)
         self.confirm_votes = int(confirm_votes)
         self.unknown_after = int(unknown_after)
+        self.min_quality = float(min_quality)
+        self.split_below = float(split_below)
         self.tracks: list[Track] = []
         self._next_id = 1
         self._frame = -1
@@ -144,24 +162,46 @@ class Tracker:
             return True
         return quality > track.best_quality + self.quality_margin
 
-    def observe(self, track: Track, name: str | None, score: float, quality: float) -> bool:
-        """Record one embedding's gallery match; returns True when this decided the track."""
+    def observe(self, track: Track, name: str | None, score: float, quality: float,
+                embedding: np.ndarray | None = None) -> Track:
+        """Record one embedding's gallery match. Returns the track that now holds the face:
+        ``track`` itself, or a new one when ``embedding`` shows a different person than the
+        track's recent embeddings (boxes can hand over between people who cross or swap
+        places, and IoU alone cannot tell). Decisions are collected by ``pop_decisions``."""
+        if embedding is not None:
+            e = np.asarray(embedding, np.float32).reshape(-1)
+            e = e / max(float(np.linalg.norm(e)), 1e-12)
+            seen = track.appearance
+            if seen is not None and float(seen @ e) < self.split_below:
+                track = self._split(track)
+            track.recent.append(e)
+            while len(track.recent) > self.vote_window:
+                track.recent.popleft()
         track.embeddings += 1
+        if quality >= self.min_quality:
+            track.usable += 1
         track.last_embed_frame = self._frame
         track.best_quality = max(track.best_quality, float(quality))
         track.votes.append(Vote(name, float(score)))
         while len(track.votes) > self.vote_window:
             track.votes.popleft()
         self._relabel(track)
-        if track.decided:
-            return False
-        if track.name is not None:
-            n = sum(1 for v in track.votes if v.name == track.name)
-            if n >= self.confirm_votes:
-                return self._decide(track)
-        elif track.embeddings >= self.unknown_after:
-            return self._decide(track)
-        return False
+        if not track.decided:
+            if track.name is not None:
+                if sum(1 for v in track.votes if v.name == track.name) >= self.confirm_votes:
+                    self._decide(track)
+            elif track.usable >= self.unknown_after:
+                self._decide(track)
+        return track
+
+    def _split(self, old: Track) -> Track:
+        """End ``old`` here and give its current face to a new track."""
+        new = Track(id=self._next_id, face=old.face, first_frame=self._frame,
+                    last_frame=self._frame)
+        self._next_id += 1
+        self.tracks[self.tracks.index(old)] = new
+        self._finish(old)
+        return new
 
     def _relabel(self, track: Track) -> None:
         weight: dict[str | None, float] = defaultdict(float)

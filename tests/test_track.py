@@ -71,7 +71,7 @@ def test_embedding_schedule_every_n_and_on_quality_gain():
         q = 0.9 if i == 13 else 0.5  # a sharper frontal frame at 13
         if tr.wants_embedding(t, q):
             embedded.append(i)
-            tr.observe(t, "ann", 0.6, q)
+            t = tr.observe(t, "ann", 0.6, q)
     # Appears (0), then every 10 (10), the quality jump (13), then 10 after that (23).
     assert embedded == [0, 10, 13, 23]
 
@@ -108,21 +108,57 @@ def test_score_weighting_beats_a_head_count():
 def test_decided_once_recognized_after_confirm_votes():
     tr = Tracker(confirm_votes=2)
     (t,) = tr.update([face(0, 0)], frame=0)
-    assert tr.observe(t, "ann", 0.6, 0.5) is False
-    assert tr.observe(t, "ann", 0.6, 0.5) is True
-    assert tr.observe(t, "ann", 0.6, 0.5) is False  # never twice
-    assert tr.pop_decisions() == [t]
+    tr.observe(t, "ann", 0.6, 0.5)
+    assert not t.decided and tr.pop_decisions() == []
+    tr.observe(t, "ann", 0.6, 0.5)
+    assert t.decided
+    tr.observe(t, "ann", 0.6, 0.5)
+    assert tr.pop_decisions() == [t]  # once, not at every later vote
     assert tr.pop_decisions() == []
-    assert t.decided and t.event == "recognized" and t.name == "ann"
+    assert t.event == "recognized" and t.name == "ann"
 
 
-def test_unknown_after_k_embeddings():
-    tr = Tracker(unknown_after=3)
+def test_unknown_after_k_usable_embeddings():
+    tr = Tracker(unknown_after=3, min_quality=0.3)
     (t,) = tr.update([face(0, 0)], frame=0)
-    assert not tr.observe(t, None, 0.2, 0.5)
-    assert not tr.observe(t, None, 0.2, 0.5)
-    assert tr.observe(t, None, 0.2, 0.5)
-    assert t.event == "unknown" and t.name is None
+    for _ in range(5):  # a profile or blurred face is no evidence of a stranger
+        tr.observe(t, None, 0.2, 0.1)
+    assert not t.decided
+    tr.observe(t, None, 0.2, 0.5)
+    tr.observe(t, None, 0.2, 0.5)
+    assert not t.decided
+    tr.observe(t, None, 0.2, 0.5)
+    assert t.decided and t.event == "unknown" and t.name is None
+    assert tr.pop_decisions() == [t]
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(512).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_a_different_person_in_the_same_box_starts_a_new_track():
+    tr = Tracker(split_below=0.1, confirm_votes=2)
+    (t,) = tr.update([face(0, 0)], frame=0)
+    ann, bob = _unit(1), _unit(2)  # independent random directions: cosine ~ 0
+    noisy = ann + 0.5 * _unit(3) / np.sqrt(1.25)  # the same person, another frame
+    assert tr.observe(t, "ann", 0.6, 0.5, ann) is t
+    assert tr.observe(t, "ann", 0.6, 0.5, noisy) is t
+    assert t.decided
+    new = tr.observe(t, None, 0.05, 0.5, bob)
+    assert new is not t and new.id != t.id
+    assert tr.tracks == [new] and new.votes[-1].name is None and new.embeddings == 1
+    (same,) = tr.update([face(2, 1)], frame=1)
+    assert same is new  # the box now belongs to the new track
+    assert tr.pop_decisions() == [t]
+
+
+def test_split_ends_an_undecided_track_with_its_votes():
+    tr = Tracker(confirm_votes=3)
+    (t,) = tr.update([face(0, 0)], frame=0)
+    tr.observe(t, "ann", 0.6, 0.5, _unit(1))
+    tr.observe(t, None, 0.0, 0.5, _unit(2))
+    assert tr.pop_decisions() == [t] and t.name == "ann"
 
 
 def test_ending_track_is_decided_on_what_it_has_and_unembedded_ones_are_not():
