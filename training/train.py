@@ -33,6 +33,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from edgeface_cam.align import normalize
+from training import evaluate
 from training.data import make_loader, open_dataset, set_epoch
 from training.losses import CombinedMarginLoss, PartialFC
 from training.models import CheckpointMismatch, get_model
@@ -149,17 +151,46 @@ def _read_checkpoint(path: Path, world_size: int) -> dict:
     return ckpt
 
 
-# --- verification hook -------------------------------------------------------------------------
-def verify(backbone: nn.Module, targets: list[str], device: torch.device) -> dict[str, float]:
-    """Verification accuracy per target through ``training.evaluate`` (a teammate's module)."""
-    try:
-        from training import evaluate
-    except ImportError:
-        return {}
-    fn = getattr(evaluate, "verify_targets", None)
-    if fn is None:
-        return {}
-    return fn(backbone, targets, device=device)
+# --- verification during training --------------------------------------------------------------
+class LiveBackend(evaluate.Backend):
+    """The model being trained, embedding without a checkpoint round trip."""
+
+    name = "training"
+
+    def __init__(self, model: nn.Module, device: torch.device, batch: int = 64) -> None:
+        self.model, self.device, self.batch = model, device, batch
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(crops), self.batch):
+            x = torch.from_numpy(normalize(crops[i:i + self.batch], "NCHW")).to(self.device)
+            out.append(self.model(x).float().cpu().numpy())
+        return np.concatenate(out)
+
+
+class Verifier:
+    """10-fold accuracy of the live backbone on each target, through ``training.evaluate`` (the
+    same protocol as ``python -m training.evaluate``: crop + flip embeddings, cosine scores).
+
+    Targets: insightface ``.bin`` files (aligned crops) or pairs TSVs (photos: YuNet finds and
+    aligns the largest face at score 0.8, the evaluate CLI's defaults). Pair files are read
+    once, at start, so a wrong path fails before the first step, not hours later.
+    """
+
+    def __init__(self, targets: list[str], device: torch.device) -> None:
+        self.device = device
+        try:
+            self.sets = [evaluate.read_bin(t) if str(t).endswith(".bin")
+                         else evaluate.read_pairs_tsv(t) for t in targets]
+        except evaluate.EvalError as e:
+            raise TrainError(f"val_targets: {e}") from None
+        self.finder = (evaluate.FaceFinder(evaluate.make_detector("yunet", 0.0, 0.8))
+                       if any(not ps.aligned for ps in self.sets) else None)
+
+    def __call__(self, backbone: nn.Module) -> dict[str, float]:
+        backend = LiveBackend(backbone, self.device)
+        return {ps.name: evaluate.evaluate(ps, backend, self.finder, progress=False)
+                .report.kfold.mean for ps in self.sets}
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -201,6 +232,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.fp16)
         self.step = 0  # optimiser steps taken in this stage
+        self.verifier = (Verifier(cfg.val_targets, self.device)
+                         if cfg.val_targets and rank == 0 else None)
 
     def lr_factor(self, step: int) -> float:
         """Linear warm-up, then polynomial decay to 0 at the stage's last step."""
@@ -334,10 +367,10 @@ class Trainer:
         if self.rank == 0:
             self.backbone.eval()
             with torch.no_grad():
-                results = verify(self.backbone, self.cfg.val_targets, self.device)
+                results = self.verifier(self.backbone)
             self.backbone.train()
             for name, acc in results.items():
-                log.scalar(f"val/{name}", acc, self.step)
+                log.val(self.step, name, acc)
                 tqdm.write(f"step {self.step}: {name} accuracy {acc:.4f}")
         if dist.is_initialized():
             dist.barrier()
@@ -349,7 +382,7 @@ class _Log:
     FIELDS = ("step", "epoch", "loss", "lr", "images_per_s", "time")
 
     def __init__(self, out: Path, cfg: SimpleNamespace, enabled: bool) -> None:
-        self.enabled = enabled
+        self.enabled, self.out = enabled, out
         self.tb = None
         if not enabled:
             return
@@ -375,6 +408,16 @@ class _Log:
         self.file.flush()
         for key, value in (("loss", loss), ("lr", lr), ("images_per_s", speed)):
             self.scalar(f"train/{key}", value, step)
+
+    def val(self, step: int, target: str, accuracy: float) -> None:
+        path = self.out / "val.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(("step", "target", "accuracy"))
+            w.writerow((step, target, f"{accuracy:.6f}"))
+        self.scalar(f"val/{target}", accuracy, step)
 
     def scalar(self, key: str, value: float, step: int) -> None:
         if self.tb is not None:
