@@ -1,0 +1,366 @@
+"""``edgeface-cam doctor``: is this board ready to run? Each check says ok, warn or fail, and
+what to do about it in one line.
+
+API (what the CLI uses):
+
+- ``Check(name, status, detail, fix)``: ``status`` is "ok", "warn" or "fail".
+- ``main_checks(settings, *, config_error=None, gallery=None, camera=True, camera_timeout=8.0)
+  -> list[Check]``: every check for a loaded ``config.Config``. Pass ``settings=None`` and the
+  ConfigError's text as ``config_error`` when the file did not load: the config check fails and
+  the rest run on the built-in defaults. ``gallery`` overrides the config's gallery path (--db);
+  ``camera=False`` skips opening the camera.
+- ``report(checks) -> str`` (one line per check, the fix indented below a warn/fail) and
+  ``exit_status(checks) -> int`` (1 if any check failed, else 0).
+- The single checks take plain arguments (paths, a source spec), so other tools can call them:
+  ``check_runtime``, ``check_model``, ``check_self_test``, ``check_detector``, ``check_source``,
+  ``check_gallery``, ``check_display``, ``check_config``.
+
+``python -m edgeface_cam.doctor [--config PATH] [--no-camera]`` runs it without the CLI.
+
+Doctor changes nothing: the gallery is opened read-only (and as ``immutable`` when it belongs to
+another user, so that running doctor as root cannot leave root-owned WAL files that the service
+could not open).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import config as configmod
+from .config import ASSETS, Config, ConfigError
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+SERVICE = "edgeface-cam"
+# Sources that a running service holds open: a second opener gets "device busy".
+_DEVICE_PREFIXES = ("/dev/", "picamera2")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # OK, WARN or FAIL
+    detail: str
+    fix: str = ""
+
+
+def _one_line(e: BaseException | str) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _guard(name: str, fix: str, fn: Callable[[], Check]) -> Check:
+    """Run one check; an unexpected exception becomes a failed check, never a traceback."""
+    try:
+        return fn()
+    except Exception as e:
+        return Check(name, FAIL, _one_line(e), fix)
+
+
+# --- the checks ----------------------------------------------------------------------------------
+def check_config(settings: Config | None, error: str | None = None) -> Check:
+    if settings is None:
+        return Check("config", FAIL, _one_line(error or "not loaded"),
+                     "fix the key named above; every key is documented in config.yaml")
+    return Check("config", OK, settings.origin or "built-in defaults (no config file)")
+
+
+def check_runtime() -> Check:
+    from .runtime import RuntimeMissing, interpreter_class
+
+    try:
+        _, package = interpreter_class()
+    except RuntimeMissing as e:
+        return Check("runtime", FAIL, _one_line(e),
+                     "pip install ai-edge-litert (in the service's venv: "
+                     "/opt/edgeface-cam/venv/bin/pip)")
+    return Check("runtime", OK, package)
+
+
+def check_model(model: str | Path) -> Check:
+    """The .tflite and its card are there, and the card describes this very file."""
+    from .embed import ModelCard, file_sha256
+
+    path = Path(model)
+    reinstall = ("point recognizer.model at an exported .tflite with its .json card, or "
+                 "reinstall (./install.sh) to restore the bundled one")
+    if not path.is_file():
+        return Check("model", FAIL, f"model file not found: {path}", reinstall)
+    try:
+        card = ModelCard.for_model(path)
+    except (FileNotFoundError, ValueError) as e:
+        return Check("model", FAIL, _one_line(e), reinstall)
+    want = card.raw.get("sha256")
+    if want and file_sha256(path) != want:
+        return Check("model", FAIL, f"{path.name} is not the file its card {card.path.name} "
+                     "describes (sha256 differs: damaged or mixed-up copy)",
+                     "copy the .tflite and its .json from the same export; " + reinstall)
+    quant = card.raw.get("quantization", "?")
+    return Check("model", OK, f"{card.raw.get('name', path.stem)} ({quant}, "
+                 f"{path.stat().st_size / 1e6:.1f} MB) {path}")
+
+
+def check_self_test(model: str | Path, threads: int = 1) -> Check:
+    """Load the model into the runtime and compare its output with the card's recorded one."""
+    from .embed import Embedder, SelfTestFailed
+
+    try:
+        emb = Embedder(model, num_threads=threads, self_test=False)
+        cos = emb.check()
+    except SelfTestFailed as e:
+        return Check("self-test", FAIL, _one_line(e),
+                     "pip install -U ai-edge-litert in the service's venv")
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        return Check("self-test", FAIL, _one_line(e),
+                     "the model file is damaged or not a LiteRT model: reinstall it")
+    if cos != cos:  # NaN: the card has no self-test vector
+        return Check("self-test", WARN, f"{emb.name}: the card has no self-test vector",
+                     "re-export the model with training.export to get one")
+    return Check("self-test", OK, f"{emb.name} on {emb.runtime}: cosine {cos:.4f}")
+
+
+def check_detector(backend: str = "yunet", model: str | None = None, input_width: int = 640,
+                   score_threshold: float = 0.8, image: str | Path | None = None) -> Check:
+    """The detector loads and runs; with ``image`` (a photo of one face) it must find a face."""
+    from .detect import make_detector
+
+    fix = "check detector.backend and detector.model in the config"
+    try:
+        det = make_detector(backend, model=model, input_width=input_width,
+                            score_threshold=score_threshold, min_face=0)
+        det.detect(np.zeros((240, 320, 3), np.uint8))
+    except (ImportError, ValueError, FileNotFoundError, cv2.error) as e:
+        return Check("detector", FAIL, _one_line(e), fix)
+    if image is None:
+        return Check("detector", OK, f"{backend} loads and runs")
+    photo = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    n = 0 if photo is None else len(det.detect(photo))
+    if n == 0:
+        return Check("detector", FAIL, f"{backend} finds no face in {Path(image).name}",
+                     "lower detector.score_threshold or check detector.model")
+    return Check("detector", OK, f"{backend} finds the face in {Path(image).name}")
+
+
+def service_active(name: str = SERVICE) -> bool:
+    systemctl = shutil.which("systemctl")
+    if not systemctl or not Path("/run/systemd/system").is_dir():
+        return False
+    try:
+        return subprocess.run([systemctl, "is-active", "--quiet", name], timeout=5,
+                              check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def check_source(spec: str, width: int | None = None, height: int | None = None,
+                 fps: float | None = None, timeout: float = 8.0) -> Check:
+    """Open the source and read one frame within ``timeout`` seconds."""
+    from .sources import open_source
+
+    spec = str(spec)
+    fix = ("set camera.source (a camera index, /dev/videoN, picamera2, a URL or a file); "
+           "list cameras with: v4l2-ctl --list-devices; the user needs the group video")
+    if (spec.isdigit() or spec.lower().startswith(_DEVICE_PREFIXES)) and service_active():
+        return Check("camera", WARN, f"{spec} not opened: the {SERVICE} service is running and "
+                     "holds it", f"sudo systemctl stop {SERVICE}, then doctor again")
+    box: dict[str, Any] = {}
+
+    def grab() -> None:
+        try:
+            box["source"] = src = open_source(spec, width, height, fps)
+            box["frame"] = src.read()
+        except Exception as e:  # reported below; a thread must not die silently
+            box["error"] = e
+
+    worker = threading.Thread(target=grab, name="doctor-camera", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    src = box.get("source")
+    if src is not None:
+        src.close()  # also ends a read() that waits for a reconnect
+    if "error" in box:
+        return Check("camera", FAIL, _one_line(box["error"]), fix)
+    frame = box.get("frame")
+    if worker.is_alive() or frame is None:
+        why = f"no frame within {timeout:g} s" if worker.is_alive() else "it gave no frame"
+        return Check("camera", FAIL, f"{spec}: {why}", fix)
+    h, w = frame.image.shape[:2]
+    return Check("camera", OK, f"{spec}: {w}x{h} frame")
+
+
+def _owner(st: os.stat_result) -> str:
+    try:
+        return pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return str(st.st_uid)
+
+
+def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
+    """integrity_check, WAL mode, a writable folder, and files all owned by the folder's owner
+    (a WAL file created by root locks the service out)."""
+    from .gallery import SCHEMA_VERSION
+
+    path = Path(path).expanduser()
+    as_user = f"run doctor as the service user: sudo -u edgeface {SERVICE} doctor"
+    folder = path.parent
+    try:
+        if not path.exists():
+            existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+            if existing is None or not os.access(existing, os.W_OK):
+                return Check("gallery", FAIL, f"no gallery yet and {existing} is not writable",
+                             f"create {folder} writable for the service user, or set "
+                             "gallery.path")
+            return Check("gallery", OK, f"none yet at {path} (created by the first "
+                         f"`{SERVICE} enroll`); folder writable")
+        dst = folder.stat()
+    except PermissionError as e:
+        return Check("gallery", WARN, f"cannot look at {path}: {e.strerror}", as_user)
+    if not os.access(folder, os.W_OK):
+        return Check("gallery", WARN, f"{folder} is not writable by this user, so enrolling "
+                     "from here fails", as_user)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists() and p.stat().st_uid != dst.st_uid:
+            return Check("gallery", FAIL, f"{p.name} belongs to {_owner(p.stat())}, the folder "
+                         f"to {_owner(dst)}: the other user cannot open it",
+                         f"sudo chown {_owner(dst)}: {folder}/*  (and enrol with "
+                         f"sudo -u {_owner(dst)})")
+    # As another user (root), immutable=1: read without creating -wal/-shm files.
+    mine = path.stat().st_uid == os.geteuid()
+    uri = f"{path.resolve().as_uri()}?mode=ro{'' if mine else '&immutable=1'}"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=5)
+        try:
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            journal = db.execute("PRAGMA journal_mode").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            people = db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+            # A read-only count rather than gallery.Gallery.stale(): Gallery opens read-write.
+            stale = 0 if fingerprint is None else db.execute(
+                "SELECT COUNT(*) FROM embeddings WHERE model_fingerprint != ?",
+                [fingerprint]).fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        return Check("gallery", FAIL, f"{path}: {_one_line(e)}",
+                     "restore the gallery from a backup, or move it away and enrol again")
+    if integrity != "ok":
+        return Check("gallery", FAIL, f"{path}: integrity_check says {integrity!r}",
+                     "restore the gallery from a backup, or move it away and enrol again")
+    if version != SCHEMA_VERSION:
+        return Check("gallery", WARN, f"{path}: schema version {version}, this program "
+                     f"writes {SCHEMA_VERSION}", "open it once with this version's "
+                     f"`{SERVICE} list` (as the service user) to upgrade it")
+    if journal.lower() != "wal":
+        return Check("gallery", WARN, f"{path}: journal mode {journal}, not WAL (the CLI "
+                     "cannot write while the service reads)",
+                     f"open it once as the service user (`{SERVICE} list`) to switch to WAL")
+    if stale:
+        return Check("gallery", WARN, f"{path}: {stale} face embedding(s) from another model "
+                     "are ignored", f"sudo -u edgeface {SERVICE} reembed")
+    return Check("gallery", OK, f"{path}: {people} people, integrity ok, WAL")
+
+
+def check_display(enabled: bool | str = "auto") -> Check:
+    if enabled is False:
+        return Check("display", OK, "preview off (preview.enabled: false)")
+    try:
+        from .preview import display_available
+    except ImportError as e:
+        return Check("display", WARN, f"no preview module: {_one_line(e)}",
+                     "reinstall edgeface-cam")
+    ok, why = display_available()
+    if ok:
+        return Check("display", OK, f"a preview window can open ({why})")
+    if enabled is True:
+        return Check("display", FAIL, f"preview.enabled is true but {why}",
+                     "set preview.enabled: auto (or false) for a headless board")
+    return Check("display", OK, f"no preview (auto): {why}")
+
+
+# --- all of them ---------------------------------------------------------------------------------
+def _demo_photo() -> Path | None:
+    photos = sorted((ASSETS / "demo").glob("*.png")) + sorted((ASSETS / "demo").glob("*.jpg"))
+    return photos[0] if photos else None
+
+
+def main_checks(settings: Config | None, *, config_error: str | None = None,
+                gallery: str | Path | None = None, camera: bool = True,
+                camera_timeout: float = 8.0) -> list[Check]:
+    """Every check, in the order a fix is best made (see the module docstring)."""
+    checks = [check_config(settings, config_error)]
+    cfg = settings if settings is not None else Config()
+    checks.append(_guard("runtime", "pip install ai-edge-litert", check_runtime))
+    model = cfg.model_path()
+    model_check = _guard("model", "reinstall", lambda: check_model(model))
+    checks.append(model_check)
+    if model.is_file():
+        checks.append(_guard("self-test", "reinstall the model",
+                             lambda: check_self_test(model, cfg.recognizer.threads)))
+    d = cfg.detector
+    checks.append(_guard("detector", "check the detector settings", lambda: check_detector(
+        d.backend, cfg.detector_model(), d.input_width, d.score_threshold,
+        _demo_photo() if d.backend == "yunet" else None)))
+    if camera:
+        c = cfg.camera
+        checks.append(_guard("camera", "check camera.source", lambda: check_source(
+            c.source, c.width, c.height, c.fps, camera_timeout)))
+    fingerprint = None
+    if model_check.status == OK:
+        from .embed import file_sha256
+
+        fingerprint = file_sha256(model)
+    db = Path(gallery).expanduser() if gallery else cfg.gallery_path()
+    checks.append(_guard("gallery", "check gallery.path",
+                         lambda: check_gallery(db, fingerprint)))
+    checks.append(_guard("display", "set preview.enabled: auto",
+                         lambda: check_display(cfg.preview.enabled)))
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status.upper():<4}  {c.name:<9}  {c.detail}")
+        if c.status != OK and c.fix:
+            lines.append(f"{'':<4}  {'':<9}  fix: {c.fix}")
+    return "\n".join(lines)
+
+
+def exit_status(checks: list[Check]) -> int:
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgeface_cam.doctor",
+                                     description="Check that this board can run edgeface-cam.")
+    parser.add_argument("--config", metavar="PATH", help="settings file (default: as the CLI)")
+    parser.add_argument("--db", metavar="PATH", help="gallery file (default: from the config)")
+    parser.add_argument("--no-camera", action="store_true", help="do not open the camera")
+    args = parser.parse_args(argv)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV's noise
+    settings: Config | None
+    error = None
+    try:
+        settings = configmod.load(args.config)
+    except ConfigError as e:
+        settings, error = None, str(e)
+    checks = main_checks(settings, config_error=error, gallery=args.db,
+                         camera=not args.no_camera)
+    print(report(checks))
+    return exit_status(checks)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
