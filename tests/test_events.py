@@ -369,7 +369,7 @@ def test_mqtt_buffers_events_across_a_broker_restart(broker: Broker):
 
     assert wait_until(lambda: len({json.loads(p)["track_id"] for p in sub.payloads(ev)}) == 8,
                       timeout=20), sub.payloads(ev)
-    assert sink.unacknowledged() == 0
+    assert wait_until(lambda: sink.unacknowledged() == 0)  # every PUBACK came back
     sink.close()
     sub.close()
     assert not sink_threads()
