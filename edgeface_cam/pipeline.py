@@ -174,9 +174,9 @@ class Pipeline:
         return self._stop.is_set()
 
     # --- capture thread ----------------------------------------------------------------------
-    def _put(self, item: Any) -> bool:
+    def _put(self, item: Any, drop: bool = True) -> bool:
         """Queue ``item``; in realtime mode the newest frame wins. False if stopped meanwhile."""
-        if self.realtime:
+        if self.realtime and drop:
             while not self._stop.is_set():
                 try:
                     self._queue.put_nowait(item)
@@ -208,7 +208,7 @@ class Pipeline:
                     return
         except Exception as e:  # the worker re-raises it from run()
             self._capture_error = e
-        self._put(_END)
+        self._put(_END, drop=False)  # never drop the last frame to make room for the marker
 
     # --- worker ------------------------------------------------------------------------------
     def run(self) -> PipelineStats:
@@ -220,7 +220,7 @@ class Pipeline:
         self._capture = threading.Thread(target=self._capture_loop, name="edgeface-capture",
                                          daemon=True)
         self._capture.start()
-        last_refresh = last_beat = time.monotonic()
+        last_refresh, last_beat = time.monotonic(), float("-inf")
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
