@@ -321,21 +321,18 @@ class FaceFinder:
 
 
 def make_detector(name: str, min_face: float, score: float) -> Detector:
-    """The device's detectors by name; YuNet built here so that ``min_face`` / ``score`` apply."""
+    """A device detector by name (yunet, blazeface, mediapipe) with these filter settings."""
     from edgeface_cam import detect
 
-    if name == "yunet":
-        return detect.YuNetDetector(min_face=min_face, score_threshold=score)
     factory = getattr(detect, "make_detector", None)
-    if factory is None:
-        raise EvalError(f"detector {name!r} is not available in this build (only 'yunet')")
+    if factory is None:  # an older edgeface_cam: YuNet only
+        if name != "yunet":
+            raise EvalError(f"detector {name!r} is not available in this build (only 'yunet')")
+        return detect.YuNetDetector(min_face=min_face, score_threshold=score)
     try:
-        det = factory(name)
-    except (ValueError, KeyError, ImportError, FileNotFoundError) as e:
+        return factory(name, score_threshold=score, min_face=min_face, num_threads=1)
+    except (ValueError, ImportError, FileNotFoundError) as e:
         raise EvalError(f"cannot make detector {name!r}: {e}") from None
-    if hasattr(det, "min_face"):
-        det.min_face = float(min_face)
-    return det
 
 
 # ------------------------------------------------------------------------------- embedders
