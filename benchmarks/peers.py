@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra random different-identity pairs for the FAR figures")
     ap.add_argument("--time-faces", type=int, default=200)
     ap.add_argument("--cache", help="embedding cache folder")
+    ap.add_argument("--time-only", action="store_true", help="only the time per face")
     ap.add_argument("--out", help="write all figures to this JSON file")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -210,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"skipped": str(e)}
             continue
         finder = finders[det]
+        if args.time_only:
+            results[name] = {"detector": det,
+                             "time_per_face": time_per_face(backend, ps, finder, args.time_faces)}
+            print(f"{name} ({det}): {results[name]['time_per_face']}")
+            continue
         r = E.evaluate(ps, backend, finder, impostors=args.impostors, cache_dir=args.cache,
                        progress=not args.quiet)
         row = E.result_dict(r)
@@ -220,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         E.print_result(r)
         print(f"time per face: {row['time_per_face']}")
         sys.stdout.flush()
-    print("\n" + table(results))
+    if not args.time_only:
+        print("\n" + table(results))
     if args.out:
         Path(args.out).write_text(json.dumps({
             "pairs": args.pairs, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
