@@ -246,6 +246,13 @@ def test_cli_celeba_subset_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     m = LAST_LINE.match(out.strip().splitlines()[-1])
     assert m and float(m.group(1)) >= 0.75, out
     assert "threshold at FAR=1e-03:" in out
+    thr = float(re.search(r"threshold at FAR=1e-03: (\S+)", out).group(1))
+    # Checking that threshold on the same pairs gives back a FAR of at most 1e-3.
+    rc, out3, _ = run_cli(["--pairs", str(tsv), "--root", str(sub), "--model", str(XS_TFLITE),
+                           "--impostors", "500", "--at", str(thr + 1e-4),
+                           "--cache", str(tmp_path / "cache")], capsys)
+    far = float(re.search(r"at threshold=\S+: TAR=\S+ FAR=(\S+)", out3).group(1))
+    assert rc == 0 and far <= 1e-3
     # A second run is served from the cache and prints the same figures.
     rc, out2, _ = run_cli(["--pairs", str(tsv), "--root", str(sub), "--model", str(XS_TFLITE),
                            "--far", "1e-3", "--impostors", "500",

@@ -626,7 +626,8 @@ def result_dict(r: Result, args: dict[str, Any] | None = None) -> dict[str, Any]
     }
 
 
-def print_result(r: Result, requested_fars: Sequence[float] = (), out: Any = None) -> None:
+def print_result(r: Result, requested_fars: Sequence[float] = (), out: Any = None,
+                 at: Sequence[float] = ()) -> None:
     out = out or sys.stdout
     rep = r.report
     ident = r.info["setting"]["model"]
@@ -647,6 +648,10 @@ def print_result(r: Result, requested_fars: Sequence[float] = (), out: Any = Non
           f"pairs{note}")
     for far in requested_fars:
         p(f"threshold at FAR={far:.0e}: {rep.tar[far][1]:.4f}")
+    for thr in at:
+        tar, far = V.rates_at(r.far_scores, r.far_issame, thr)
+        p(f"at threshold={thr:.4f}: TAR={tar:.4f} FAR={far:.2e} on {rep.impostors} impostor "
+          "pairs")
     p(f"best thresholds per fold: {np.round(rep.kfold.thresholds, 4).tolist()}")
     p(f"accuracy={rep.kfold.mean:.4f} std={rep.kfold.std:.4f}")
 
@@ -682,6 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="embed the crop alone (as the device does) instead of crop + flip")
     ap.add_argument("--far", type=float, action="append", default=[],
                     help="print the threshold for this FAR (repeatable)")
+    ap.add_argument("--at", type=float, action="append", default=[],
+                    help="print TAR and FAR at this threshold (repeatable)")
     ap.add_argument("--impostors", type=int, default=0,
                     help="also score N random different-identity image pairs for the FAR figures")
     ap.add_argument("--limit", type=int, help="evaluate at most N pairs (half same), fixed seed")
@@ -733,8 +740,12 @@ def main(argv: list[str] | None = None) -> int:
             V.save_roc_png({backend.name: (far, tar)}, args.roc, f"ROC: {ps.name}")
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result_dict(r, vars(args)), indent=1))
-        print_result(r, args.far)
+            d = result_dict(r, vars(args))
+            d["at_threshold"] = {f"{t:g}": dict(zip(("tar", "far"),
+                                                    V.rates_at(r.far_scores, r.far_issame, t),
+                                                    strict=True)) for t in args.at}
+            Path(args.json).write_text(json.dumps(d, indent=1))
+        print_result(r, args.far, at=args.at)
     except (EvalError, FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

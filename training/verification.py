@@ -172,6 +172,14 @@ def tar_at_far(scores: np.ndarray, issame: np.ndarray, far: float) -> tuple[floa
     return float((s[y] >= thr).mean()), thr
 
 
+def rates_at(scores: np.ndarray, issame: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(TAR, FAR) of ``score >= threshold``: check a chosen threshold on other pairs."""
+    s, y = _as_arrays(scores, issame)
+    if y.all() or not y.any():
+        raise ValueError("TAR and FAR need both same and different pairs")
+    return float((s[y] >= threshold).mean()), float((s[~y] >= threshold).mean())
+
+
 @dataclass
 class Report:
     """Everything ``evaluate`` prints for one set of scored pairs."""
