@@ -28,8 +28,8 @@ from .track import Track, Tracker
 
 log = logging.getLogger(__name__)
 
-STAGES = ("capture_wait", "read", "detect", "align", "embed", "match", "events", "preview",
-          "total", "latency")
+STAGES = ("capture_wait", "read", "detect", "align", "embed", "embed_face", "match", "events",
+          "preview", "total", "latency")
 _END = object()  # the capture thread's "source ended" marker
 
 
@@ -128,6 +128,7 @@ class Pipeline:
                  queue_size: int = 2, realtime: bool = True, iou_threshold: float = 0.3,
                  max_age: int = 10, confirm_votes: int = 2, unknown_after: int = 3,
                  quality_margin: float = 0.1, split_below: float = 0.1,
+                 max_embeds_per_frame: int | None = 2,
                  refresh_interval: float = 1.0,
                  on_frame: Callable[[FrameReport], None] | None = None,
                  heartbeat: Callable[[], None] | None = None,
@@ -144,6 +145,10 @@ class Pipeline:
         self.preview = preview
         self.max_frames = max_frames
         self.realtime = bool(realtime)
+        if max_embeds_per_frame is not None and max_embeds_per_frame < 1:
+            raise ValueError(f"max_embeds_per_frame must be >= 1 or None, got "
+                             f"{max_embeds_per_frame}")
+        self.max_embeds_per_frame = max_embeds_per_frame
         self.min_face = float(min_face)
         self.refresh_interval = float(refresh_interval)
         self.on_frame = on_frame
@@ -280,6 +285,12 @@ class Pipeline:
             q = self.recognizer.quality(tr.face, crop)
             if self.tracker.wants_embedding(tr, q):
                 todo.append((tr, crop, q))
+        if self.max_embeds_per_frame is not None and len(todo) > self.max_embeds_per_frame:
+            # Spread a burst (a group walking in) over the next frames instead of stalling this
+            # one: tracks never embedded first, then the best faces. The rest still want an
+            # embedding and are asked again next frame.
+            todo.sort(key=lambda x: (x[0].last_embed_frame is not None, -x[2]))
+            todo = todo[: self.max_embeds_per_frame]
         t_align = time.monotonic()
         self.timer.add("detect", t_det - t_start)
         self.timer.add("align", t_align - t_det)
@@ -294,6 +305,7 @@ class Pipeline:
                     tracks[tracks.index(tr)] = now
             t_match = time.monotonic()
             self.timer.add("embed", t_emb - t_align)
+            self.timer.add("embed_face", (t_emb - t_align) / len(todo))
             self.timer.add("match", t_match - t_emb)
             self.embeddings += len(todo)
         t_ev = time.monotonic()

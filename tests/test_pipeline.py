@@ -292,3 +292,25 @@ def test_bad_settings_are_refused(clip_frames):
         Pipeline(MemorySource(clip_frames, 1), SlowRecognizer(0), None, queue_size=5)
     with pytest.raises(ValueError):
         Pipeline(MemorySource(clip_frames, 1), SlowRecognizer(0), None, max_frames=0)
+
+
+def test_a_burst_of_new_faces_is_embedded_over_the_next_frames(recognizer, shared):
+    from .conftest import SCENES
+
+    group = cv2.imread(str(SCENES / "group_6_faces.jpg"))
+    calls: list[int] = []
+    embed = recognizer.embed
+
+    class Counting(Recognizer):
+        def embed(self, crops):
+            calls.append(len(crops))
+            return embed(crops)
+
+    rec = Counting(recognizer.detector, recognizer.embedder)
+    stats = Pipeline(MemorySource([group], 4), rec, None, realtime=False,
+                     max_embeds_per_frame=2).run()
+    assert stats.faces == 4 * 6
+    assert calls == [2, 2, 2]  # every new face once, two a frame; none is due again by frame 4
+    stats = Pipeline(MemorySource([group], 1), rec, None, realtime=False,
+                     max_embeds_per_frame=None).run()
+    assert calls[-1] == 6
