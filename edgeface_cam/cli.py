@@ -12,9 +12,6 @@ import argparse
 import difflib
 import json
 import logging
-import os
-import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -29,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, doctor
 from . import config as configmod
 from .config import ASSETS, LOG_LEVELS, Config, ConfigError
 from .detect import Detector, make_detector
@@ -39,7 +36,8 @@ from .gallery import Gallery, GalleryError, Match, validate_name
 from .pipeline import Pipeline, PipelineStats
 from .preview import Preview, PreviewUnavailable, display_available
 from .recognize import FaceResult, Recognizer
-from .runtime import RuntimeMissing, interpreter_class
+from .runtime import RuntimeMissing
+from .service import configure_logging, install_signal_handlers, serve
 from .sources import IMAGE_SUFFIXES, FrameSource, ImageFolderSource, SourceError, open_source
 
 log = logging.getLogger("edgeface_cam.cli")
@@ -94,12 +92,6 @@ class App:
         if not path.is_file():
             raise UserError(f"recognizer.model: model file not found: {path}")
         return file_sha256(path)
-
-    def model_ok(self) -> bool:
-        try:
-            return bool(self.embedder)
-        except UserError:
-            return False
 
     @cached_property
     def detector(self) -> Detector:
@@ -321,58 +313,47 @@ def make_preview(setting: bool | str, title: str) -> Preview | None:
         return None
 
 
-@contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM call ``stop()`` (the pipeline then finishes its frame, flushes its tracks'
-    events and returns) instead of killing the process mid-write."""
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop()
-
-    previous = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread (an embedding application): no handlers
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def systemd_heartbeat() -> Callable[[], None] | None:
-    """READY/WATCHDOG for a systemd Type=notify service; None when not run by systemd."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return None
-    try:
-        import sdnotify
-    except ImportError:
-        log.warning("NOTIFY_SOCKET is set but sdnotify is not installed: pip install sdnotify")
-        return None
-    notifier = sdnotify.SystemdNotifier()
-    notifier.notify("READY=1")
-    return lambda: notifier.notify("WATCHDOG=1")
-
-
-def run_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
-                 max_frames: int | None = None, preview: Preview | None = None,
-                 heartbeat: Callable[[], None] | None = None) -> PipelineStats:
+def make_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
+                  max_frames: int | None = None, preview: Preview | None = None,
+                  heartbeat: Callable[[], None] | None = None) -> Pipeline:
     t = app.cfg.tracking
     # Files are processed frame by frame (every frame counts in the demo and the bench); live
     # sources drop stale frames so recognition never lags behind the camera.
-    pipeline = Pipeline(source, app.recognizer, gallery, sinks, embed_every=t.embed_every,
-                        vote_window=t.vote_window, iou_threshold=t.iou_threshold,
-                        max_age=t.max_age, min_face=app.cfg.detector.min_face, preview=preview,
-                        max_frames=max_frames, realtime=source.live, heartbeat=heartbeat)
+    return Pipeline(source, app.recognizer, gallery, sinks, embed_every=t.embed_every,
+                    vote_window=t.vote_window, iou_threshold=t.iou_threshold, max_age=t.max_age,
+                    min_face=app.cfg.detector.min_face, preview=preview, max_frames=max_frames,
+                    realtime=source.live, heartbeat=heartbeat)
+
+
+def run_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
+                 max_frames: int | None = None, preview: Preview | None = None) -> PipelineStats:
+    """One run to the end of a file (demo, bench); Ctrl-C stops it cleanly, with a summary."""
     try:
-        with stop_on_signals(pipeline.stop):
+        pipeline = make_pipeline(app, source, gallery, sinks, max_frames=max_frames,
+                                 preview=preview)
+        restore = install_signal_handlers(pipeline.stop)
+        try:
             return pipeline.run()
+        finally:
+            restore()
     finally:
         if preview is not None:
             preview.close()
         source.close()
+
+
+class _Running:
+    """A built pipeline and what to close after it; ``service.serve`` enters it."""
+
+    def __init__(self, pipeline: Pipeline, closers: list[Callable[[], None]]) -> None:
+        self.pipeline = pipeline
+        self.closers = closers
+
+    def __enter__(self) -> Pipeline:
+        return self.pipeline
+
+    def __exit__(self, *exc: object) -> None:
+        close_all(self.closers)
 
 
 class EventTally(EventSink):
@@ -392,12 +373,15 @@ class EventTally(EventSink):
         pass
 
 
-def close_all(sinks: list[Any]) -> None:
-    for sink in sinks:
+def close_all(things: list[Any]) -> None:
+    """Close each (an object with close(), or a close function), in reverse order of opening."""
+    for thing in reversed(things):
+        close = getattr(thing, "close", thing)
         try:
-            sink.close()
-        except Exception as e:  # a sink failing to flush must not hide the run's result
-            log.warning("closing %s failed: %s", type(sink).__name__, e)
+            close()
+        except Exception as e:  # one failing to flush must not hide the run's result
+            log.warning("closing %s failed: %s", getattr(thing, "__qualname__",
+                                                         type(thing).__name__), e)
 
 
 def sink_specs(cfg: Config, people: list[str]) -> list[dict[str, Any]]:
@@ -420,31 +404,40 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         overrides["camera"] = {"source": args.source}
     if args.preview is not None:
         overrides["preview"] = {"enabled": args.preview}
-    cfg = configmod.replace(cfg, **overrides)
-    app = App(cfg, args.db)
-    cam = cfg.camera
-    source = open_source(cam.source, cam.width, cam.height, cam.fps)
-    if cam.name:
-        source.name = cam.name
-    try:
-        gallery = app.gallery()
-        people = [p.name for p in gallery.people()]
-        if not people:
-            log.warning("the gallery %s is empty: every face will be unknown (enrol with "
-                        "`%s enroll`)", app.db_path, PROG)
-        sinks = ([JsonLinesSink(args.events)] if args.events
-                 else make_sinks(sink_specs(cfg, people)) or [JsonLinesSink(None)])
-    except BaseException:
-        source.close()
-        app.close()
-        raise
-    try:
-        stats = run_pipeline(app, source, gallery, sinks, max_frames=args.max_frames,
-                             preview=make_preview(cfg.preview.enabled, f"{PROG}: {cam.source}"),
-                             heartbeat=systemd_heartbeat())
-    finally:
-        close_all(sinks)
-        app.close()
+
+    def settings(loaded: Config) -> Config:
+        return configmod.replace(loaded, **overrides)  # flags win over the file, also on reload
+
+    def build(cfg: Config, heartbeat: Callable[[], None]) -> _Running:
+        app = App(cfg, args.db)
+        cam = cfg.camera
+        opened: list[Any] = [app]
+        try:
+            source = open_source(cam.source, cam.width, cam.height, cam.fps)
+            opened.append(source)
+            if cam.name:
+                source.name = cam.name
+            gallery = app.gallery()
+            people = [p.name for p in gallery.people()]
+            if not people:
+                log.warning("the gallery %s is empty: every face will be unknown (enrol with "
+                            "`%s enroll`)", app.db_path, PROG)
+            sinks = ([JsonLinesSink(args.events)] if args.events
+                     else make_sinks(sink_specs(cfg, people)) or [JsonLinesSink(None)])
+            opened.extend(sinks)
+            preview = make_preview(cfg.preview.enabled, f"{PROG}: {cam.source}")
+            if preview is not None:
+                opened.append(preview)
+            pipeline = make_pipeline(app, source, gallery, sinks, max_frames=args.max_frames,
+                                     preview=preview, heartbeat=heartbeat)
+        except BaseException:
+            close_all(opened)
+            raise
+        return _Running(pipeline, opened)
+
+    # serve(): READY/WATCHDOG for systemd, SIGTERM/SIGINT stop, SIGHUP reloads the config file.
+    stats = serve(settings(cfg), build,
+                  reload_settings=lambda: settings(configmod.load(args.config)))
     print(stats.summary(), file=sys.stderr)
     return 0
 
@@ -695,62 +688,10 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, cfg: Config | None) -> int:
-    """Checks that can each fail on their own; prints what is wrong and how to fix it."""
-    checks: list[tuple[str, bool, str]] = []
-
-    def check(name: str, fn: Callable[[], str]) -> None:
-        try:
-            checks.append((name, True, fn()))
-        except (*USER_ERRORS, OSError, ValueError, ImportError, sqlite3.Error) as e:
-            checks.append((name, False, str(e).splitlines()[0] if str(e) else type(e).__name__))
-
-    if cfg is None:
-        checks.append(("config", False, f"{args.config_error} (fix the file; every key is "
-                                        "documented in config.yaml)"))
-        cfg = Config()
-    else:
-        checks.append(("config", True, cfg.origin or "built-in defaults"))
-    app = App(cfg, args.db)
-    check("runtime", lambda: interpreter_class()[1])
-    check("model", lambda: (f"{app.embedder.name}: self-test cosine {app.embedder.check():.4f} "
-                            f"({cfg.model_path()})"))
-
-    def detector() -> str:
-        n = len(app.detector.detect(read_image(demo_photos()[0])))
-        if n != 1:
-            raise UserError(f"{cfg.detector.backend} found {n} faces in the demo photo "
-                            "(expected 1): check detector.model and score_threshold")
-        return f"{cfg.detector.backend} finds the demo face"
-    check("detector", detector)
-
-    def gallery() -> str:
-        if not app.db_path.exists():
-            return f"none yet at {app.db_path} (created by the first `{PROG} enroll`)"
-        uri = f"file:{app.db_path}?mode=ro"
-        with sqlite3.connect(uri, uri=True) as db:  # read-only: doctor changes nothing
-            result = db.execute("PRAGMA integrity_check").fetchone()[0]
-        if result != "ok":
-            raise UserError(f"{app.db_path}: integrity_check says {result!r}; restore a backup")
-        if not app.model_ok():  # faces are tied to a model: without one only the file is checked
-            return f"{app.db_path} ok (faces not checked against a model: see 'model')"
-        stale = app.existing_gallery().stale()
-        app.close()
-        if stale:
-            raise UserError(f"{app.db_path}: {stale} face(s) from another model are ignored; "
-                            f"run `{PROG} reembed`")
-        return f"{app.db_path} ok"
-    check("gallery", gallery)
-
-    def display() -> str:
-        ok, why = display_available()
-        if not ok and cfg.preview.enabled is True:
-            raise UserError(f"preview.enabled is true but {why}; set it to auto or false")
-        return why if why else ("available" if ok else "none")
-    check("display", display)
-
-    for name, ok, detail in checks:
-        print(f"{'ok  ' if ok else 'FAIL'}  {name:<9} {detail}")
-    return 0 if all(ok for _, ok, _ in checks) else 1
+    checks = doctor.main_checks(cfg, config_error=getattr(args, "config_error", None),
+                                gallery=args.db, camera=not args.no_camera)
+    print(doctor.report(checks))
+    return doctor.exit_status(checks)
 
 
 # --- argument parsing ---------------------------------------------------------------------------
@@ -891,8 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_positive_int, default=200, metavar="N",
                    help="frames to process (default: 200)")
 
-    add("doctor", cmd_doctor, "Check the runtime, model self-test, detector, gallery, display "
-        "and config; print what is wrong and how to fix it.", "doctor\ndoctor --config my.yaml")
+    p = add("doctor", cmd_doctor, "Check the config, runtime, model and its self-test, "
+            "detector, camera, gallery and display; print what is wrong and how to fix it. "
+            "Changes nothing.", "doctor\ndoctor --config /etc/edgeface-cam/config.yaml "
+            "--no-camera")
+    p.add_argument("--no-camera", action="store_true", help="do not open the camera")
     return parser
 
 
@@ -905,9 +849,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command != "doctor":
                 raise
             cfg, args.config_error = None, str(e)
-        level = args.log_level or (cfg.logging.level if cfg else "INFO")
-        logging.basicConfig(level=level, stream=sys.stderr, force=True,
-                            format="%(levelname)s %(name)s: %(message)s")
+        configure_logging(args.log_level or (cfg.logging.level if cfg else "INFO"))
         # OpenCV's own C++ warnings (e.g. the DNN engine's target notice) are noise to a user.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         return int(args.func(args, cfg))

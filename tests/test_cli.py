@@ -405,16 +405,24 @@ def test_bench_refuses_a_live_source(capsys):
 
 
 def test_doctor_passes_here_and_reports_a_broken_config(capsys, tmp_path, gallery_db):
-    code, out, err = cli(capsys, "doctor", "--db", gallery_db)
+    code, out, err = cli(capsys, "doctor", "--no-camera", "--db", gallery_db)
     assert code == 0, out + err
-    assert [line.split()[1] for line in out.splitlines()] == [
-        "config", "runtime", "model", "detector", "gallery", "display"]
+    status = {line.split()[1]: line.split()[0] for line in out.splitlines()
+              if not line.lstrip().startswith("fix:")}
+    assert {"config", "model", "self-test", "detector", "gallery"} <= set(status)
+    assert "camera" not in status  # --no-camera
+    assert "FAIL" not in status.values()
     bad = tmp_path / "bad.yaml"
     bad.write_text("recognizer:\n  model: missing.tflite\n")
-    code, out, _ = cli(capsys, "doctor", "--config", bad, "--db", gallery_db)
+    code, out, _ = cli(capsys, "doctor", "--no-camera", "--config", bad, "--db", gallery_db)
     assert code == 1
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
-    assert len(failed) == 1 and "model" in failed[0] and "missing.tflite" in failed[0]
+    assert failed and "model" in failed[0] and "missing.tflite" in failed[0]
+    # A config that does not load is reported as a failed check, not an error exit.
+    bad.write_text("detector:\n  backend: foo\n")
+    code, out, _ = cli(capsys, "doctor", "--no-camera", "--config", bad, "--db", gallery_db)
+    assert code == 1 and any(line.startswith("FAIL") and "detector.backend" in line
+                             for line in out.splitlines())
 
 
 @pytest.mark.parametrize("command", COMMANDS)
