@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,11 +74,15 @@ class App:
         self.db_path = Path(db).expanduser() if db else cfg.gallery_path()
         self._gallery: Gallery | None = None
 
-    @cached_property
-    def embedder(self) -> Embedder:
+    def model_file(self) -> Path:
         path = self.cfg.model_path()
         if not path.is_file():
             raise UserError(f"recognizer.model: model file not found: {path}")
+        return path
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        path = self.model_file()
         try:
             return Embedder(path, num_threads=self.cfg.recognizer.threads)
         except (FileNotFoundError, ValueError) as e:
@@ -88,10 +93,7 @@ class App:
         """The model's sha256, without loading the model (list/remove/rename need only this)."""
         if "embedder" in self.__dict__:
             return self.embedder.fingerprint
-        path = self.cfg.model_path()
-        if not path.is_file():
-            raise UserError(f"recognizer.model: model file not found: {path}")
-        return file_sha256(path)
+        return file_sha256(self.model_file())
 
     @cached_property
     def detector(self) -> Detector:
@@ -744,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func: Callable[..., int], summary: str, examples: str,
             json_flag: bool = False) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=summary, description=summary,
+        p = sub.add_parser(name, help=summary, description=textwrap.fill(summary, 79),
                            parents=[common, as_json] if json_flag else [common],
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog="examples:\n" + "\n".join(
