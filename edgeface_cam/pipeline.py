@@ -121,13 +121,26 @@ class _Unknown:
 
 
 class Pipeline:
+    """source -> capture thread -> queue -> detect, align, track, embed, match -> sinks.
+
+    ``source``: a ``sources.FrameSource`` (``read() -> Frame | None``, ``close()``, ``name``).
+    ``gallery``: a ``gallery.Gallery`` or None (everyone unknown). ``realtime``: drop stale
+    frames, newest wins (cameras); False processes every frame (files, tests, bench).
+    ``embed_every``, ``vote_window``, ``iou_threshold``, ``max_age``, ``confirm_votes``,
+    ``unknown_after``, ``quality_margin``, ``min_quality``, ``split_below``: see ``track``.
+    ``max_embeds_per_frame``: caps the embedding work of one frame (None: no cap).
+    ``on_frame(FrameReport)`` after every processed frame; ``heartbeat()`` at least every
+    ``heartbeat_interval`` s while the worker is alive, frames or not (watchdog pings).
+    """
+
     def __init__(self, source: Any, recognizer: Recognizer, gallery: SupportsGallery | None,
                  sinks: Sequence[SupportsSink] = (), *, embed_every: int = 10,
                  vote_window: int = 5, min_face: float = 40.0,
                  preview: SupportsPreview | None = None, max_frames: int | None = None,
                  queue_size: int = 2, realtime: bool = True, iou_threshold: float = 0.3,
                  max_age: int = 10, confirm_votes: int = 2, unknown_after: int = 3,
-                 quality_margin: float = 0.1, split_below: float = 0.1,
+                 quality_margin: float = 0.1, min_quality: float = 0.3,
+                 split_below: float = 0.1,
                  max_embeds_per_frame: int | None = 2,
                  refresh_interval: float = 1.0,
                  on_frame: Callable[[FrameReport], None] | None = None,
@@ -156,7 +169,8 @@ class Pipeline:
         self.heartbeat_interval = float(heartbeat_interval)
         self.tracker = Tracker(iou_threshold, max_age, embed_every, vote_window,
                                quality_margin=quality_margin, confirm_votes=confirm_votes,
-                               unknown_after=unknown_after, split_below=split_below)
+                               unknown_after=unknown_after, min_quality=min_quality,
+                               split_below=split_below)
         self.timer = StageTimer()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
