@@ -625,6 +625,21 @@ def demo_gallery(app: App, use_db: bool) -> Iterator[tuple[Gallery, list[Sample]
             app.close()
 
 
+@contextmanager
+def bench_gallery(app: App, use_db: bool) -> Iterator[tuple[Gallery, np.ndarray]]:
+    """The --db gallery as it is (a real gallery's size; nothing enrolled into it), else a
+    throwaway one with the demo person; and an aligned crop to time the embedding on."""
+    if not use_db:
+        with demo_gallery(app, use_db=False) as (gallery, samples):
+            yield gallery, samples[0].result.crop
+        return
+    crop = samples_from_images(app, demo_photos()[:1])[0].result.crop
+    try:
+        yield app.existing_gallery(), crop
+    finally:
+        app.close()
+
+
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     if args.preview is not None:
         cfg = configmod.replace(cfg, preview={"enabled": args.preview})
@@ -663,9 +678,8 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(f"--source {spec}: not a file (bench needs a video or image file, so "
                         "runs are comparable)")
     app = App(cfg, args.db)
-    with demo_gallery(app, use_db=args.db is not None) as (gallery, samples):
+    with bench_gallery(app, use_db=args.db is not None) as (gallery, crop):
         stats = run_pipeline(app, open_source(spec), gallery, [], max_frames=args.frames)
-        crop = samples[0].result.crop
         emb_median, emb_p90 = embed_timing(app.embedder, crop, repeats=50)
     report = {
         "source": spec, "model": app.embedder.name, "runtime": app.embedder.runtime,

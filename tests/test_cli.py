@@ -399,6 +399,13 @@ def test_bench_reports_stages_fps_and_embedding_time(capsys):
     assert code == 0 and "fps end to end" in out and "embedding per face" in out
 
 
+def test_bench_on_a_given_gallery_leaves_it_unchanged(capsys, db_copy):
+    before = people(capsys, db_copy)
+    code, _, err = cli(capsys, "bench", "--frames", "3", "--db", db_copy)
+    assert code == 0, err
+    assert people(capsys, db_copy) == before
+
+
 def test_bench_refuses_a_live_source(capsys):
     code, _, err = cli(capsys, "bench", "--source", "0")
     assert_user_error(code, err, "not a file")
