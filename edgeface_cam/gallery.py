@@ -178,6 +178,7 @@ class Gallery:
         self.busy_timeout_ms = int(busy_timeout_ms)
         self._lock = threading.RLock()
         self._index = _Index.empty()
+        self._dirty = False  # we wrote: reload before the next match (see _current)
         self._data_version: int | None = None
         self.read_only = False
         self.db = self._connect()
@@ -286,8 +287,9 @@ class Gallery:
                     raise
             except sqlite3.Error as e:
                 raise GalleryError(f"cannot {what}: {_error_message(e, self.path)}") from None
-            # Our own commits do not change our data_version: reload explicitly.
-            self._reload()
+            # Our own commits do not change our data_version. Reload lazily, at the next
+            # match: a bulk enrolment then reloads once, not once per person.
+            self._dirty = True
 
     def _person_id(self, db: sqlite_utils.Database, name: str) -> int | None:
         row = db.execute("SELECT id FROM people WHERE name = ?", [name]).fetchone()
@@ -308,14 +310,15 @@ class Gallery:
         for label, seq in (("crops", crops), ("sources", sources), ("qualities", qualities)):
             if seq is not None and len(seq) != n:
                 raise GalleryError(f"got {n} embeddings but {len(seq)} {label}")
-        current = self._index.matrix
-        if current.shape[0] and current.shape[1] != dim:
-            raise GalleryError(f"embedding size {dim} differs from the gallery's {current.shape[1]}"
-                               " for this model")
         if notes is not None and not isinstance(notes, str):
             raise GalleryError("notes must be text")
         now = _now()
         with self._write(f"enrol {name!r}") as db:
+            row = db.execute("SELECT dim FROM embeddings WHERE model_fingerprint = ? LIMIT 1",
+                             [self.fingerprint]).fetchone()
+            if row is not None and row[0] != dim:
+                raise GalleryError(f"embedding size {dim} differs from the gallery's {row[0]} "
+                                   "for this model")
             pid = self._person_id(db, name)
             if pid is None:
                 pid = int(db["people"].insert({"name": name, "created_at": now, "notes": notes})
@@ -428,7 +431,7 @@ class Gallery:
 
     def __len__(self) -> int:
         """Embeddings of this model held in memory for matching."""
-        return int(self._index.matrix.shape[0])
+        return int(self._current().matrix.shape[0])
 
     def refresh(self, force: bool = False) -> bool:
         """Reload the matrix if another process changed the file; True if it reloaded.
@@ -439,7 +442,7 @@ class Gallery:
         with self._lock:
             try:
                 version = int(self.db.execute("PRAGMA data_version").fetchone()[0])
-                if not force and version == self._data_version:
+                if not force and not self._dirty and version == self._data_version:
                     return False
                 self._reload(version)
                 return True
@@ -460,6 +463,7 @@ class Gallery:
                WHERE e.model_fingerprint = ? ORDER BY e.person_id, e.id""",
             [self.fingerprint]).fetchall()
         self._data_version = version
+        self._dirty = False
         if not rows:
             self._index = _Index.empty()
             return
@@ -473,9 +477,21 @@ class Gallery:
         names = tuple(rows[i][1] for i in starts)
         self._index = _Index(np.ascontiguousarray(matrix), starts, pids[starts], names)
 
+    def _current(self) -> _Index:
+        if self._dirty:
+            with self._lock:
+                if self._dirty:
+                    try:
+                        self._reload()
+                    except sqlite3.Error as e:
+                        # Match from memory; refresh() retries (data_version differs from None).
+                        log.warning("gallery reload failed, matching from memory: %s", e)
+                        self._dirty, self._data_version = False, None
+        return self._index
+
     def match(self, embedding: np.ndarray) -> Match:
         """The best person by maximum cosine over their embeddings; name None below threshold."""
-        idx = self._index
+        idx = self._current()
         q = np.asarray(embedding, np.float32).reshape(-1)
         if len(idx.names) == 0 or q.shape[0] != idx.matrix.shape[1]:
             return self.match_many(q[None])[0]  # the empty / wrong-size answers live there
@@ -488,7 +504,7 @@ class Gallery:
         return Match(None, s, None)
 
     def match_many(self, embeddings: np.ndarray) -> list[Match]:
-        idx = self._index  # one snapshot for the whole call
+        idx = self._current()  # one snapshot for the whole call
         q = np.asarray(embeddings, np.float32)
         if q.ndim != 2:
             raise GalleryError(f"expected (N, D) embeddings, got shape {q.shape}")
