@@ -245,6 +245,21 @@ class MqttSink(EventSink):
                         self.host, self.port, reason)
         self.connected.clear()
 
+    def set_people(self, people: Iterable[str]) -> None:
+        """Announce a changed list of known people (after an enrolment or removal)."""
+        new = sorted({str(p) for p in people})
+        with self._state_lock:
+            gone = [p for p in self.people if p not in new]
+            self.people = new
+            self._on.difference_update(gone)
+        node = f"edgeface_cam_{self.cam}"
+        for p in gone:  # an empty retained config removes the entity from Home Assistant
+            self._publish(f"{self.discovery_prefix}/binary_sensor/{node}/{slug(p)}/config", "",
+                          retain=True)
+            self._publish(self._presence_topic(p), "", retain=True)
+        if self.discovery:
+            self._publish_discovery()
+
     def _presence_topic(self, person: str) -> str:
         return f"{self.topic_person}/{slug(person)}"
 

@@ -338,8 +338,17 @@ def test_mqtt_events_discovery_retained_state_and_presence(broker: Broker):
     assert not late.payloads(ev)  # events are not retained
     late.close()
 
+    # A removed person's entity goes (empty retained config); a new one is announced.
+    sink.set_people(["Joe Biden", "Kamala Harris"])
+    cfg = "homeassistant/binary_sensor/edgeface_cam_front_door/{}/config"
+    assert wait_until(lambda: live.payloads(cfg.format("kamala_harris")))
+    assert wait_until(lambda: live.payloads(cfg.format("barack_obama"))[-1:] == [""])
+
     # Presence times out: OFF after presence_timeout without a sighting.
-    assert wait_until(lambda: live.payloads("edgeface-cam/front_door/person/barack_obama")[-1:]
+    sink.emit(event(3, "Joe Biden"))
+    assert wait_until(lambda: live.payloads("edgeface-cam/front_door/person/joe_biden")[-1:]
+                      == ["ON"])
+    assert wait_until(lambda: live.payloads("edgeface-cam/front_door/person/joe_biden")[-1:]
                       == ["OFF"], timeout=5)
     sink.close()
     assert wait_until(lambda: live.payloads("edgeface-cam/front_door/status")[-1:]
