@@ -1,0 +1,200 @@
+"""training.losses and training.train: margin maths, Partial FC, resume, restart, 2-rank DDP."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import PEOPLE, ROOT
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from training import data, evaluate, train  # noqa: E402
+from training.losses import CombinedMarginLoss, PartialFC  # noqa: E402
+from training.models import load_model  # noqa: E402
+
+pytestmark = pytest.mark.torch
+SMOKE = ROOT / "training" / "configs" / "cpu_smoke.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def people_rec(tmp_path_factory) -> Path:
+    """The six fixture people, detected, aligned and packed as insightface RecordIO."""
+    out = tmp_path_factory.mktemp("people_rec")
+    n, k, _ = data.pack_folder(PEOPLE, out, align=True)
+    assert k == 6 and n >= 16
+    return out
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# --- margin loss and Partial FC ------------------------------------------------------------------
+def test_cosface_and_arcface_margins_follow_their_formulas():
+    cos = torch.tensor([[0.9, 0.1, -0.3], [0.2, 0.5, 0.7], [0.4, 0.4, 0.4]])
+    labels = torch.tensor([0, 2, -1])  # the last row's class lives on another rank
+    out = CombinedMarginLoss(64, 1.0, 0.0, 0.4)(cos.clone(), labels)
+    want = cos * 64
+    want[0, 0], want[1, 2] = (0.9 - 0.4) * 64, (0.7 - 0.4) * 64
+    torch.testing.assert_close(out, want)
+    out = CombinedMarginLoss(64, 1.0, 0.5, 0.0)(cos.clone(), labels)
+    want[0, 0] = math.cos(math.acos(0.9) + 0.5) * 64
+    want[1, 2] = math.cos(math.acos(0.7) + 0.5) * 64
+    torch.testing.assert_close(out, want)
+
+
+def test_arcface_target_logit_never_rises_as_the_angle_grows():
+    c = torch.cos(torch.linspace(0, math.pi, 181))
+    out = CombinedMarginLoss(1.0, 1.0, 0.5, 0.0)(c[:, None].clone(), torch.zeros(181).long())
+    assert (out[1:, 0] <= out[:-1, 0] + 1e-6).all()
+
+
+def test_partial_fc_with_all_centres_is_plain_cross_entropy():
+    torch.manual_seed(0)
+    emb = torch.randn(12, 32, requires_grad=True)
+    labels = torch.randint(0, 20, (12,))
+    pfc = PartialFC(CombinedMarginLoss(64, 1.0, 0.0, 0.4), 32, 20, sample_rate=1.0)
+    loss = pfc(emb, labels)
+    cos = F.normalize(emb) @ F.normalize(pfc.weight).T
+    ref = F.cross_entropy(64 * (cos - 0.4 * F.one_hot(labels, 20)), labels)
+    torch.testing.assert_close(loss, ref)
+    g = torch.autograd.grad(loss, [emb, pfc.weight])
+    g_ref = torch.autograd.grad(ref, [emb, pfc.weight])
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_partial_fc_sampling_keeps_every_positive():
+    torch.manual_seed(1)
+    pfc = PartialFC(CombinedMarginLoss(), 8, 100, sample_rate=0.3)
+    labels = torch.tensor([3, 97, 3, 50, -1])
+    index, local = pfc.sample(labels)
+    assert len(index) == 30 and torch.equal(index, index.sort()[0])
+    assert torch.equal(index[local[:4]], labels[:4]) and local[4] == -1
+
+
+def test_class_centres_are_split_over_ranks_without_gaps():
+    for classes, world in [(10, 3), (6, 2), (7, 4)]:
+        shards = [PartialFC(CombinedMarginLoss(), 4, classes, 1.0, r, world) for r in range(world)]
+        covered = [c for s in shards for c in range(s.class_start, s.class_start + s.num_local)]
+        assert covered == list(range(classes))
+        assert max(s.num_local for s in shards) - min(s.num_local for s in shards) <= 1
+
+
+# --- the loop in one process -------------------------------------------------------------------
+def _cfg(rec: Path, out: Path, **kw) -> object:
+    return train.load_config(SMOKE, [f"rec={rec}", f"output={out}",
+                                     *(f"{k}={v!r}" for k, v in kw.items())])
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_resume_reaches_the_same_state_and_restart_starts_fresh(people_rec, tmp_path):
+    # Uninterrupted: 7 steps (4 an epoch: crosses an epoch end), verification at steps 4 and 7.
+    crops = [data.RecordDataset(people_rec, augment=False).load(i)[0] for i in range(16)]
+    pairs = [c for i in range(10) for c in (crops[i], crops[i + 1])]  # 10 pairs ...
+    pairs += [c for i in range(10) for c in (crops[i], crops[15 - i])]  # ... and 10 more
+    same_id = [1] * 10 + [0] * 10  # (labels do not matter: only that the hook yields a figure)
+    val = evaluate.write_bin(tmp_path / "tiny.bin", pairs, same_id)
+    full = _cfg(people_rec, tmp_path / "full", max_steps=7, val_targets=[str(val)], verbose=4)
+    train.Trainer(full).fit()
+    # Interrupted after 5 (mid-epoch), then resumed to 7.
+    part = _cfg(people_rec, tmp_path / "part", max_steps=5)
+    train.Trainer(part).fit()
+    part.max_steps = 7
+    train.Trainer(part).fit(resume=True)
+    a = _weights(tmp_path / "full" / "checkpoint_rank0.pt")
+    b = _weights(tmp_path / "part" / "checkpoint_rank0.pt")
+    assert a["step"] == b["step"] == 7
+    for key in ("backbone", "partial_fc"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), f"{key}.{name} differs after resume"
+    rows_a, rows_b = _rows(tmp_path / "full" / "log.csv"), _rows(tmp_path / "part" / "log.csv")
+    assert rows_a[-1]["loss"] == rows_b[-1]["loss"]  # the steps after the resume: same losses
+    vals = _rows(tmp_path / "full" / "val.csv")
+    assert [v["step"] for v in vals] == ["4", "7"] and all(
+        0 <= float(v["accuracy"]) <= 1 for v in vals)
+    # The final backbone loads where export and evaluation load it.
+    model = load_model("edgeface_xxs", tmp_path / "full" / "model.pt")
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, a["backbone"][name])
+
+    # Restart stage: backbone + Partial FC from "full", a fresh AdamW at lr 1e-5, epoch 100+.
+    restart = _cfg(people_rec, tmp_path / "restart", init_from=str(tmp_path / "full"),
+                   lr=1e-5, start_epoch=100, num_epoch=200, warmup_epoch=0, max_steps=2)
+    train.Trainer(restart).fit()
+    r = _weights(tmp_path / "restart" / "checkpoint_rank0.pt")
+    assert r["step"] == 2
+    steps = {int(s["step"]) for s in r["optimizer"]["state"].values()}
+    assert steps == {2}  # the optimiser counted only the restart's steps, not 7 + 2
+    row = _rows(tmp_path / "restart" / "log.csv")[-1]
+    assert row["epoch"] == "100" and 0.9e-5 < float(row["lr"]) <= 1e-5
+    for key in ("backbone", "partial_fc"):
+        diff = max((r[key][n].float() - t.float()).abs().max().item()
+                   for n, t in a[key].items() if t.is_floating_point())
+        assert 0 < diff < 1e-4, f"{key}: moved {diff} in 2 steps at lr 1e-5"
+
+
+def test_cli_reports_config_mistakes_in_one_line(tmp_path, capsys):
+    assert train.main([str(tmp_path / "missing.py")]) == 2
+    assert train.main([str(SMOKE), "learning_rate=1"]) == 2
+    assert train.main([str(SMOKE), f"rec={tmp_path / 'nothing'}", f"output={tmp_path}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error:") for line in lines)
+    assert "learning_rate" in lines[1] and "nothing" in lines[2]
+
+
+# --- DDP: torchrun, 2 ranks, gloo ---------------------------------------------------------------
+def _torchrun(*args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--standalone", "-m", "training.train", str(SMOKE), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_learn_shard_and_resume(people_rec, tmp_path):
+    common = [f"rec={people_rec}", "frequent=5", "save_every=10"]
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    _torchrun(*common, f"output={once}", "max_steps=30")
+    _torchrun(*common, f"output={twice}", "max_steps=15")  # stops mid-epoch (2 steps an epoch)
+    _torchrun(*common, f"output={twice}", "max_steps=30", "--resume")
+
+    rows = _rows(once / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(5, 31, 5))
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < 0.5 * first, f"loss did not fall: {first} -> {last}"
+
+    shards = [_weights(once / f"checkpoint_rank{r}.pt") for r in (0, 1)]
+    assert [s["class_start"] for s in shards] == [0, 3]
+    w0, w1 = (s["partial_fc"]["weight"] for s in shards)
+    assert w0.shape == w1.shape == (3, 512) and not torch.allclose(w0, w1)
+    for name, t in shards[0]["backbone"].items():  # DDP keeps one backbone
+        assert torch.equal(t, shards[1]["backbone"][name])
+
+    resumed = [_weights(twice / f"checkpoint_rank{r}.pt") for r in (0, 1)]
+    for a, b in zip(shards, resumed, strict=True):
+        for key in ("backbone", "partial_fc"):
+            for name, t in a[key].items():
+                torch.testing.assert_close(b[key][name], t, rtol=0, atol=1e-6)
+    losses_once = [r["loss"] for r in rows if int(r["step"]) > 15]
+    losses_twice = [r["loss"] for r in _rows(twice / "log.csv") if int(r["step"]) > 15]
+    np.testing.assert_allclose(np.float64(losses_twice), np.float64(losses_once), rtol=1e-5)
