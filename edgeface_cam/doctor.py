@@ -207,6 +207,14 @@ def _owner(st: os.stat_result) -> str:
         return str(st.st_uid)
 
 
+def _is_wal(path: Path) -> bool:
+    """WAL mode is recorded in the file header (bytes 18-19 = 2, see sqlite.org/fileformat2);
+    read there because an immutable connection reports "delete" whatever the file says."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    return len(header) == 20 and header[18] == 2 and header[19] == 2
+
+
 def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
     """integrity_check, WAL mode, a writable folder, and files all owned by the folder's owner
     (a WAL file created by root locks the service out)."""
@@ -243,7 +251,6 @@ def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
         db = sqlite3.connect(uri, uri=True, timeout=5)
         try:
             integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-            journal = db.execute("PRAGMA journal_mode").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
             people = db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
             # A read-only count rather than gallery.Gallery.stale(): Gallery opens read-write.
@@ -262,9 +269,9 @@ def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
         return Check("gallery", WARN, f"{path}: schema version {version}, this program "
                      f"writes {SCHEMA_VERSION}", "open it once with this version's "
                      f"`{SERVICE} list` (as the service user) to upgrade it")
-    if journal.lower() != "wal":
-        return Check("gallery", WARN, f"{path}: journal mode {journal}, not WAL (the CLI "
-                     "cannot write while the service reads)",
+    if not _is_wal(path):
+        return Check("gallery", WARN, f"{path}: not in WAL mode (the CLI cannot write while "
+                     "the service reads)",
                      f"open it once as the service user (`{SERVICE} list`) to switch to WAL")
     if stale:
         return Check("gallery", WARN, f"{path}: {stale} face embedding(s) from another model "
