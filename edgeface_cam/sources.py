@@ -233,6 +233,13 @@ class LiveSource(FrameSource):
         self._last_error: str | None = None
         if not self._try_open():
             raise SourceError(f"cannot open {self.describe()} ({self._last_error or 'no frames'})")
+        # One frame now, so a wrong device (a USB camera's metadata node, a stream path with no
+        # video) is a clear error at start, not an endless reconnect loop. The frame is dropped:
+        # it would be stale by the first read(), and cameras' first frames are often dark.
+        if self._safe_grab() is None:
+            self._release_once()
+            raise SourceError(f"{self.describe()} opened but gave no frame "
+                              f"({self._last_error or 'read failed'})")
 
     def describe(self) -> str:
         return self.name

@@ -179,7 +179,8 @@ def test_picamera2_source_with_a_fake_module(monkeypatch):
     assert [f.index for f in frames] == [0, 1, 2]
     assert frames[0].image.shape == (240, 320, 3)
     assert frames[0].image[5, 5].tolist() == [255, 0, 0]  # BGR order, no swap applied
-    assert [int(f.image[0, 0, 1]) for f in frames] == [1, 2, 3]
+    # Capture 1 is the check at open (dropped); read() gives the captures after it, in order.
+    assert [int(f.image[0, 0, 1]) for f in frames] == [2, 3, 4]
     assert cam.stopped and cam.closed
     assert frames[0].source == "picamera2:0"
 
@@ -244,7 +245,7 @@ class _StubCapture:
 
 
 def test_camera_reopens_after_a_drop_with_warning_once_and_info(caplog):
-    dev = _Device(frames_before_drop=3, fail_opens=0)
+    dev = _Device(frames_before_drop=4, fail_opens=0)  # the first is read (and dropped) at open
     with caplog.at_level(logging.INFO, logger="edgeface_cam.sources"):
         src = OpenCVCameraSource(0, capture_factory=dev.factory, backoff=(0.01, 0.05))
         got = [src.read() for _ in range(3)]
@@ -265,7 +266,7 @@ def test_camera_reopens_after_a_drop_with_warning_once_and_info(caplog):
 
 def test_camera_back_within_the_backoff_cap_of_its_return():
     """Unplugged for a while: once it returns, a frame comes within the maximum backoff."""
-    dev = _Device(frames_before_drop=1)
+    dev = _Device(frames_before_drop=2)
     cap_s = 0.05  # uncapped doubling from 0.01 s would try at 0.63 s and then 1.27 s
     src = OpenCVCameraSource("/dev/video0", capture_factory=dev.factory, backoff=(0.01, cap_s))
     assert src.read() is not None
@@ -279,7 +280,7 @@ def test_camera_back_within_the_backoff_cap_of_its_return():
 
 
 def test_close_during_backoff_returns_promptly():
-    dev = _Device(frames_before_drop=1)
+    dev = _Device(frames_before_drop=2)
     src = OpenCVCameraSource(0, capture_factory=dev.factory)  # default backoff 0.5 .. 5 s
     assert src.read() is not None
     result: list = []
@@ -301,6 +302,12 @@ def test_camera_that_never_opens_is_a_source_error():
     dev.plugged = False
     with pytest.raises(SourceError, match="cannot open camera 3"):
         OpenCVCameraSource(3, capture_factory=dev.factory)
+
+
+def test_camera_that_opens_but_gives_no_frame_is_a_source_error():
+    dev = _Device(frames_before_drop=0)
+    with pytest.raises(SourceError, match="opened but gave no frame"):
+        OpenCVCameraSource("/dev/video1", cv2.CAP_V4L2, capture_factory=dev.factory)
 
 
 def test_stream_asks_for_a_one_frame_buffer_and_the_requested_size():
