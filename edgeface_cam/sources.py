@@ -385,7 +385,12 @@ class Picamera2Source(LiveSource):
         super().__init__(f"picamera2:{camera_num}", backoff)
 
     def _open_device(self) -> bool:
-        self._cam = self._cls(self.camera_num)
+        try:
+            self._cam = self._cls(self.camera_num)
+        except IndexError:  # picamera2's way of saying "no such camera"
+            raise RuntimeError(f"no Pi camera number {self.camera_num} detected (check the "
+                               "ribbon cable; list them with: rpicam-hello --list-cameras)"
+                               ) from None
         controls = {"FrameRate": float(self.fps)} if self.fps else {}
         config = self._cam.create_video_configuration(
             main={"size": self.size, "format": self.FORMAT}, controls=controls)

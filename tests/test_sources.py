@@ -185,6 +185,15 @@ def test_picamera2_source_with_a_fake_module(monkeypatch):
     assert frames[0].source == "picamera2:0"
 
 
+def test_picamera2_without_a_camera_is_a_clear_source_error(monkeypatch):
+    def no_camera(camera_num: int = 0):
+        raise IndexError("list index out of range")  # what picamera2 raises with no camera
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=no_camera))
+    with pytest.raises(SourceError, match="no Pi camera number 1 detected"):
+        open_source("picamera2:1")
+
+
 def test_picamera2_missing_is_a_source_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)  # makes the import fail
     with pytest.raises(SourceError, match="picamera2 is not installed"):
