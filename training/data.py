@@ -6,7 +6,7 @@ truth the exported model and the device share.
 
 Command line (convert an image folder into ``train.rec`` + ``train.idx``)::
 
-    python -m training.data pack FOLDER OUT_DIR [--align] [--quality 95]
+    python -m training.data pack FOLDER OUT_DIR [--align [--pad 0.5]] [--quality 95]
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from edgeface_cam.align import CROP_SIZE, align_face, normalize, to_bgr
+from edgeface_cam.align import CROP_SIZE, normalize, to_bgr
+from training.prepare import crop_face
 
 # --- insightface / MXNet RecordIO --------------------------------------------------------------
 # Written out because mxnet is unmaintained and does not install on current Python; the format is
@@ -146,24 +147,21 @@ def decode(data: bytes) -> np.ndarray:
 
 
 class FaceAligner:
-    """Largest face -> aligned 112x112 crop (YuNet + the template); None when no face is found.
-
-    The detector is built on first use, inside each worker (OpenCV nets do not pickle).
+    """Largest face -> aligned 112x112 crop, or None: ``training.prepare.crop_face`` (YuNet + the
+    template, the device's own path), with the detector built on first use inside each worker
+    (OpenCV nets do not pickle). ``pad``: see ``crop_face`` (for tight crops such as UTKFace).
     """
 
-    def __init__(self, min_face: float = 20) -> None:
-        self.min_face = min_face
+    def __init__(self, pad: float = 0.0) -> None:
+        self.pad = pad
         self._detector = None
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         if self._detector is None:
             from edgeface_cam.detect import YuNetDetector
 
-            self._detector = YuNetDetector(min_face=self.min_face, score_threshold=0.6)
-        faces = self._detector.detect(image)
-        if not faces:
-            return None
-        return align_face(image, faces[0].landmarks, faces[0].landmark_names)
+            self._detector = YuNetDetector(min_face=20)  # as training.prepare
+        return crop_face(image, self._detector, self.pad)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_detector": None}
@@ -348,7 +346,7 @@ def set_epoch(loader: DataLoader, epoch: int, skip_batches: int = 0) -> None:
 
 # --- pack: image folder -> train.rec / train.idx -----------------------------------------------
 def pack_folder(folder: str | Path, out_dir: str | Path, align: bool = False,
-                quality: int = 95) -> tuple[int, int, int]:
+                quality: int = 95, pad: float = 0.0) -> tuple[int, int, int]:
     """Write the insightface layout; returns (images written, identities, images skipped).
 
     With ``align`` every photo is detected and aligned once; photos without a face are skipped.
@@ -356,7 +354,7 @@ def pack_folder(folder: str | Path, out_dir: str | Path, align: bool = False,
     paths, labels, _ = list_image_folder(folder)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    aligner = FaceAligner() if align else None
+    aligner = FaceAligner(pad) if align else None
     crops: list[tuple[int, bytes]] = []
     skipped = 0
     for path, label in zip(paths, labels, strict=True):
@@ -407,10 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("folder")
     pk.add_argument("out_dir")
     pk.add_argument("--align", action="store_true", help="detect + align raw photos (YuNet)")
+    pk.add_argument("--pad", type=float, default=0.0,
+                    help="with --align: replicate the border by this fraction first (tight crops)")
     pk.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
     args = p.parse_args(argv)
     try:
-        n, k, skipped = pack_folder(args.folder, args.out_dir, args.align, args.quality)
+        n, k, skipped = pack_folder(args.folder, args.out_dir, args.align, args.quality,
+                                       args.pad)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
