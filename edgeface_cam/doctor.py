@@ -17,9 +17,9 @@ API (what the CLI uses):
 
 ``python -m edgeface_cam.doctor [--config PATH] [--no-camera]`` runs it without the CLI.
 
-Doctor changes nothing: the gallery is opened read-only (and as ``immutable`` when it belongs to
-another user, so that running doctor as root cannot leave root-owned WAL files that the service
-could not open).
+Doctor changes nothing: the gallery is opened read-only, and as ``immutable`` unless its owner
+has it open, so that running doctor (as root, say) never leaves WAL files behind, which would
+lock the service out when owned by another user.
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ def check_self_test(model: str | Path, threads: int = 1) -> Check:
         emb = Embedder(model, num_threads=threads, self_test=False)
         cos = emb.check()
     except SelfTestFailed as e:
+        # With the model check ok the file is as exported, so the runtime is the suspect.
         return Check("self-test", FAIL, _one_line(e),
-                     "pip install -U ai-edge-litert in the service's venv")
+                     "pip install -U ai-edge-litert in the service's venv; if the model check "
+                     "failed too, reinstall the model")
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         return Check("self-test", FAIL, _one_line(e),
                      "the model file is damaged or not a LiteRT model: reinstall it")
@@ -244,9 +246,12 @@ def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
                          f"to {_owner(dst)}: the other user cannot open it",
                          f"sudo chown {_owner(dst)}: {folder}/*  (and enrol with "
                          f"sudo -u {_owner(dst)})")
-    # As another user (root), immutable=1: read without creating -wal/-shm files.
+    # mode=ro still creates -wal/-shm files when they are missing, which as root would lock the
+    # service out. So: ro only as the owner while they exist (someone has the gallery open: its
+    # WAL must be read); otherwise immutable=1, which reads the main file and creates nothing.
     mine = path.stat().st_uid == os.geteuid()
-    uri = f"{path.resolve().as_uri()}?mode=ro{'' if mine else '&immutable=1'}"
+    in_use = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+    uri = f"{path.resolve().as_uri()}?mode=ro{'' if mine and in_use else '&immutable=1'}"
     try:
         db = sqlite3.connect(uri, uri=True, timeout=5)
         try:
