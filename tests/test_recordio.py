@@ -174,3 +174,13 @@ def test_loader_shards_ranks_and_skips_seen_batches(tmp_path, jpegs):
     data.set_epoch(loaders[0], 4, skip_batches=3)
     assert list(loaders[0].sampler) == order[0][6:]
     assert len(loaders[0]) == 1
+
+
+def test_image_folder_aligns_raw_photos_on_the_fly():
+    ds = data.ImageFolderDataset(PEOPLE, augment=False, align=True)
+    assert ds.num_classes == 6
+    i = [p.name for p in ds.paths].index("obama_2.jpg")
+    crop, label = ds.load(i)
+    assert crop.shape == (112, 112, 3) and ds.classes[label] == "obama"
+    faces = YuNetDetector(min_face=10, input_width=0).detect(crop)
+    assert faces and np.abs(faces[0].landmarks[:2] - TEMPLATE[:2]).max() < 6
