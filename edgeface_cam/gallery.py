@@ -169,8 +169,11 @@ class Gallery:
                  busy_timeout_ms: int = 5000) -> None:
         if not fingerprint or not isinstance(fingerprint, str):
             raise GalleryError("a gallery needs the model fingerprint (Embedder.fingerprint)")
-        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)
-                and -1.0 <= threshold <= 1.0):
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            threshold = math.nan
+        if not -1.0 <= threshold <= 1.0:
             raise GalleryError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
         self.path = Path(path)
         self.fingerprint = fingerprint
@@ -310,6 +313,12 @@ class Gallery:
         for label, seq in (("crops", crops), ("sources", sources), ("qualities", qualities)):
             if seq is not None and len(seq) != n:
                 raise GalleryError(f"got {n} embeddings but {len(seq)} {label}")
+        for i, crop in enumerate(crops or ()):
+            if not (isinstance(crop, np.ndarray) and crop.dtype == np.uint8 and crop.size
+                    and (crop.ndim == 2 or (crop.ndim == 3 and crop.shape[2] in (1, 3)))):
+                raise GalleryError(f"crop {i} must be a BGR or grey uint8 image, got "
+                                   f"{getattr(crop, 'dtype', type(crop).__name__)} "
+                                   f"{getattr(crop, 'shape', '')}")
         if notes is not None and not isinstance(notes, str):
             raise GalleryError("notes must be text")
         now = _now()

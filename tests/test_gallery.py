@@ -167,6 +167,9 @@ def test_empty_gallery_and_bad_inputs(gpath: Path, rng):
         g.enroll("Ann", np.zeros((1, D)))
     with pytest.raises(GalleryError, match="2 crops"):
         g.enroll("Ann", unit(rng, 3), crops=fixture_crops("obama/obama_1.jpg", "biden/biden_1.jpg"))
+    with pytest.raises(GalleryError, match="crop 0 must be"):
+        g.enroll("Ann", unit(rng, 1), crops=[np.zeros((112, 112, 3), np.float64)])
+    assert g.people() == []
     g.enroll("Ann", unit(rng, 1))
     with pytest.raises(GalleryError, match="embedding size 128"):
         g.enroll("Bob", unit(rng, 1, 128))
