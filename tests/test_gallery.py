@@ -302,23 +302,25 @@ def test_sigkill_mid_enrolment_leaves_a_consistent_gallery(gpath: Path):
 def test_two_processes_never_see_database_is_locked(gpath: Path, rng):
     Gallery(gpath, FP).close()
     reader_code = """
-        import sys, time, numpy as np
+        import os, sys, time, numpy as np
         from edgeface_cam.gallery import Gallery
         g = Gallery(sys.argv[1], "a" * 64)
         rng = np.random.default_rng(1)
         print("ready", flush=True)
-        reloads, matches, seen = 0, 0, 0
+        reloads, matches = 0, 0
         end = time.monotonic() + float(sys.argv[2])
-        while time.monotonic() < end and seen < int(sys.argv[3]):
+        while time.monotonic() < end and not os.path.exists(sys.argv[3]):
             reloads += g.refresh()
             g.match(rng.standard_normal(512))
+            g.people()
             matches += 1
-            seen = len(g.people())
-        print(reloads, matches, seen, flush=True)
+        g.refresh()
+        print(reloads, matches, len(g.people()), len(g), flush=True)
     """
     n, kept = 40, 40 - 40 // 5  # each writer removes every fifth person it enrolled
     total = 2 * kept + 20
-    reader = run_child(reader_code, str(gpath), "90", str(total))
+    stop = gpath.parent / "stop"
+    reader = run_child(reader_code, str(gpath), "90", str(stop))
     writers = [run_child(ENROL_LOOP, str(gpath), f"w{k}", str(n), "3", "wait",
                          stdin=subprocess.PIPE) for k in range(2)]
     for p in [reader, *writers]:
@@ -334,11 +336,12 @@ def test_two_processes_never_see_database_is_locked(gpath: Path, rng):
     for w in writers:
         _, w_err = w.communicate(timeout=120)
         assert w.returncode == 0 and "locked" not in w_err, w_err
+    stop.touch()
     r_out, r_err = reader.communicate(timeout=120)
     assert reader.returncode == 0 and "locked" not in r_err, r_err
-    reloads, matches, seen = map(int, r_out.split())
+    reloads, matches, seen, embeddings = map(int, r_out.split())
     assert reloads >= 2 and matches > reloads  # it saw the other processes' enrolments
-    assert seen == total
+    assert seen == total and embeddings == 2 * kept * 3 + 20 * 2
     g.refresh()
     assert len(g.people()) == total
 
