@@ -102,24 +102,32 @@ class RecordReader:
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path) -> None:
         self.rec_path = str(rec_path)
-        self.offsets: dict[int, int] = {}
-        with open(idx_path) as f:
-            for line in f:
-                if line.strip():
-                    key, offset = line.split("\t")
-                    self.offsets[int(key)] = int(offset)
+        # Two numpy arrays, not a dict: 12.7 M WebFace records stay ~200 MB, shared by forked
+        # workers without copy-on-write refcount churn. fromstring parses the text in C.
+        table = np.fromstring(Path(idx_path).read_text(), dtype=np.int64, sep=" ")
+        if table.size % 2:
+            raise ValueError(f"{idx_path}: not an index of 'key<TAB>offset' lines")
+        table = table.reshape(-1, 2)
+        table = table[np.argsort(table[:, 0], kind="stable")]
+        self._keys, self._offsets = table[:, 0].copy(), table[:, 1].copy()
         self._file = None
         self._pid = -1
 
     def keys(self) -> list[int]:
-        return list(self.offsets)
+        return self._keys.tolist()
+
+    def offset(self, key: int) -> int:
+        i = int(np.searchsorted(self._keys, key))
+        if i == len(self._keys) or self._keys[i] != key:
+            raise KeyError(f"{self.rec_path}: no record {key}")
+        return int(self._offsets[i])
 
     def read(self, key: int) -> bytes:
         if self._file is None or self._pid != os.getpid():  # one handle per worker process
             self._file = open(self.rec_path, "rb")  # noqa: SIM115
             self._pid = os.getpid()
         f = self._file
-        f.seek(self.offsets[key])
+        f.seek(self.offset(key))
         parts = []
         while True:
             magic, lrec = struct.unpack("<II", f.read(8))

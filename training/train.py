@@ -201,10 +201,9 @@ class Trainer:
         self.device = device or torch.device("cpu")
         if cfg.fp16 and self.device.type != "cuda":
             raise TrainError("fp16 needs a GPU; set fp16=False on CPU")
+        dataset = open_dataset(cfg.rec, cfg.augment, cfg.seed, cfg.align)
         self.out = Path(cfg.output)
         self.out.mkdir(parents=True, exist_ok=True)
-
-        dataset = open_dataset(cfg.rec, cfg.augment, cfg.seed, cfg.align)
         self.num_classes = int(cfg.num_classes or dataset.num_classes)
         self.loader = make_loader(dataset, cfg.batch_size, rank, world_size, cfg.seed,
                                   cfg.num_workers, pin_memory=self.device.type == "cuda")
