@@ -248,8 +248,19 @@ fi
 # paho-mqtt (the mqtt extra) is pure Python and small: MQTT to Home Assistant works out of the box.
 EXTRAS=device,mqtt
 if ((DEV)); then EXTRAS+=,dev; fi
-say "pip install -e ${SRC}[$EXTRAS] (downloads OpenCV and LiteRT the first time)"
-"$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" -c "$PREFIX/constraints.txt" -e "${SRC}[$EXTRAS]"
+# The install is editable, so new code needs no pip run: pip runs only when the dependencies
+# (setup.py, the extras, the numpy pin) differ from the last successful run's.
+STAMP=$VENV/.edgeface-cam-deps
+deps=$(cat "$SRC/setup.py" "$SRC/pyproject.toml" "$PREFIX/constraints.txt"; echo "$EXTRAS")
+deps=$(printf '%s' "$deps" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$deps" ]; then
+  say "Python packages up to date"
+else
+  say "pip install -e ${SRC}[$EXTRAS] (downloads OpenCV and LiteRT the first time)"
+  rm -f "$STAMP"
+  "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" -c "$PREFIX/constraints.txt" -e "${SRC}[$EXTRAS]"
+  echo "$deps" > "$STAMP"
+fi
 "$VENV/bin/python" -m compileall -q "$SRC/edgeface_cam" >/dev/null || true  # the unit's /opt is read-only
 # From / so that a checkout in the current folder cannot stand in for the installed package.
 if ! err=$(cd / && "$VENV/bin/python" -c "import cv2; from edgeface_cam.runtime import interpreter_class; interpreter_class()" 2>&1); then

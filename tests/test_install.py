@@ -135,6 +135,7 @@ def test_no_system_install_upgrade_uninstall_purge(tmp_path):
     r2 = sh("--prefix", prefix, "--no-system", env=env, cwd=tmp_path, timeout=900)
     assert r2.returncode == 0, r2.stdout + r2.stderr
     assert "keeping your" in r2.stdout and "creating the venv" not in r2.stdout
+    assert "Python packages up to date" in r2.stdout  # editable: new code needs no pip run
     assert conf.read_text().endswith("# changed by the user\n")
     assert (prefix / "venv/bin/python").lstat().st_ino == python_inode
     listed = run(command, "list", "--json", env=env)
