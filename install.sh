@@ -173,7 +173,7 @@ if ! have_lib libgthread-2.0.so.0; then
 fi
 # The Pi camera goes through libcamera's Python bindings, only packaged by apt (hence the venv
 # with --system-site-packages below). --no-install-recommends: no desktop stack on Pi OS Lite.
-if [ "$PLATFORM" = pi ] && ! python3 -c "import picamera2" 2>/dev/null; then
+if [ "$PLATFORM" = pi ] && ! "$PY" -c "import picamera2" 2>/dev/null; then
   APT_MISSING+=(python3-picamera2)
 fi
 if ((${#APT_MISSING[@]})); then
