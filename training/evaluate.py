@@ -584,7 +584,10 @@ def evaluate(ps: PairSet, backend: Backend, finder: FaceFinder | None, flip: boo
         raise EvalError(f"{ps.name}: images are not aligned; need a detector or landmarks")
     setting = {"model": backend.identity(), "faces": None if ps.aligned else finder.description,
                "flip": flip}
-    cache = EmbeddingCache(cache_dir, setting) if cache_dir else None
+    # The cache key names files by content (sha256), not by the path they were given as.
+    key = {**setting, "model": {k: v for k, v in setting["model"].items()
+                                if k not in ("model", "checkpoint")}}
+    cache = EmbeddingCache(cache_dir, key) if cache_dir else None
     e = embed_set(ps, backend, finder, flip=flip, cache=cache, progress=progress)
     scores = score_pairs(backend, e, ps.pairs)
     far_scores, far_issame = scores, ps.issame
