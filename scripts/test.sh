@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests use: a virtual display for the preview, an MQTT broker, systemd-analyze.
-APT_PKGS=(xvfb x11-apps imagemagick libgl1 libglib2.0-0 mosquitto systemd)
+APT_PKGS=(xvfb x11-apps imagemagick libgl1 libglib2.0-0 mosquitto systemd shellcheck)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -30,8 +30,8 @@ if ! "$VPY" -c "import torch, torchvision" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   "$VPY" -m pip install -q $TORCH_SPEC
 fi
-echo "== pip install -e .[device,blazeface,mqtt,train,export,dev]"
-"$VPY" -m pip install -q -e ".[device,blazeface,mqtt,train,export,dev]"
+echo "== pip install -e .[device,mqtt,train,export,dev]"
+"$VPY" -m pip install -q -e ".[device,mqtt,train,export,dev]"
 
 echo "== ruff"
 "$VPY" -m ruff check .
