@@ -1,0 +1,237 @@
+"""Export to LiteRT and the shipped default models: parity with torch, the card, the self-test.
+
+The float conversion (litert-torch) is done once per session on the smaller XXS model; each
+quantization mode is then applied to that file, and the .tflite is run through ai-edge-litert
+on real aligned fixture faces and compared with the torch model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeface_cam.align import align_face
+from edgeface_cam.detect import YuNetDetector
+from edgeface_cam.embed import Embedder, SelfTestFailed
+from tests.conftest import ASSETS, MODELS, PEOPLE
+
+torch = pytest.importorskip("torch", reason="the training stack (pip install -e .[train])")
+pytest.importorskip("litert_torch", reason="pip install -e .[export]")
+pytest.importorskip("ai_edge_quantizer", reason="pip install -e .[export]")
+
+from training import export as X  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.export, pytest.mark.slow]
+
+XXS_CKPT = MODELS / "edgeface_xxs_q.pt"
+FACES = [  # (identity, photo): two people with two photos each, three more people
+    ("obama", "obama/obama_1.jpg"), ("obama", "obama/obama_2.jpg"),
+    ("biden", "biden/biden_1.jpg"), ("biden", "biden/biden_2.jpg"),
+    ("kit_harington", "kit_harington/kit_harington_1.jpg"),
+    ("rose_leslie", "rose_leslie/rose_leslie_1.jpg"),
+    ("alex_lacamoire", "alex_lacamoire/alex_lacamoire_1.jpg"),
+]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def crops(shared) -> dict[str, np.ndarray]:
+    """Aligned crops of the fixture faces through the device path (YuNet + align_face)."""
+    det = YuNetDetector(min_face=20)
+    out = {}
+    for _, rel in FACES:
+        img = cv2.imread(str(PEOPLE / rel))
+        faces = det.detect(img)
+        assert faces, f"YuNet found no face in {rel}"
+        out[rel] = align_face(img, faces[0].landmarks, faces[0].landmark_names)
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(crops) -> np.ndarray:
+    return np.stack([crops[rel] for _, rel in FACES])
+
+
+@pytest.fixture(scope="module")
+def xxs(shared):
+    torch.set_num_threads(2)
+    model, refs, note = X.build_torch_model("edgeface_xxs_q", XXS_CKPT)
+    return model, refs, note
+
+
+@pytest.fixture(scope="module")
+def float_tflite(xxs, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "xxs_float.tflite"
+    X.convert_float(xxs[0], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def torch_ref(xxs, batch) -> np.ndarray:
+    return X.torch_embed(xxs[0], batch)
+
+
+def quantized(float_tflite: Path, mode: str, calibration: np.ndarray | None = None) -> Path:
+    if mode == "none":
+        return float_tflite
+    out = float_tflite.with_name(f"xxs_{mode}.tflite")
+    if not out.exists():
+        X.quantize(float_tflite, out, mode, calibration)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["none", "fp16", "dynamic-int8"])
+def test_exported_model_matches_torch(mode, float_tflite, batch, torch_ref) -> None:
+    path = quantized(float_tflite, mode)
+    got = X.tflite_embed(path, batch)
+    cos = np.sum(unit(got) * unit(torch_ref), axis=1)
+    assert cos.min() >= 0.999, f"{mode}: cosine to torch {cos.round(5)}"
+
+
+def test_quantized_files_are_smaller(float_tflite) -> None:
+    size = {m: quantized(float_tflite, m).stat().st_size for m in ("none", "fp16", "dynamic-int8")}
+    assert size["dynamic-int8"] < size["fp16"] < 0.6 * size["none"], size
+
+
+@pytest.fixture(scope="module")
+def int8_tflite(float_tflite, crops) -> Path:
+    # Calibrate on faces other than the ones compared (a held-out check, however small).
+    cal = np.stack([crops[rel] for _, rel in FACES[::2]])
+    return quantized(float_tflite, "int8", cal)
+
+
+def test_int8_is_integer_and_runs(int8_tflite, batch, torch_ref) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(int8_tflite))
+    dtypes = {d["dtype"] for d in interp.get_tensor_details()}
+    assert np.int8 in dtypes, "no int8 tensors in the int8 export"
+    got = X.tflite_embed(int8_tflite, batch)
+    assert np.isfinite(got).all()
+    cos = np.sum(unit(got) * unit(torch_ref), axis=1)
+    assert cos.mean() > 0.5, f"int8 embeddings unrelated to torch's: {cos.round(3)}"
+
+
+@pytest.mark.xfail(strict=True, reason="static int8 activations lose accuracy on EdgeNeXt "
+                   "(measured cosine ~0.76-0.86 to torch); see docs/models.md")
+def test_int8_parity_target(int8_tflite, batch, torch_ref) -> None:
+    got = X.tflite_embed(int8_tflite, batch)
+    cos = np.sum(unit(got) * unit(torch_ref), axis=1)
+    assert cos.min() >= 0.99
+
+
+def test_dequantised_twin_stays_close_to_the_authors_int8_model(xxs, batch, torch_ref) -> None:
+    """The exported float twin vs the authors' dynamic-int8 torch model (what they ship)."""
+    _, refs, note = xxs
+    assert "float twin" in note
+    q = X.torch_embed(refs["torch_q"], batch)
+    cos = np.sum(unit(q) * unit(torch_ref), axis=1)
+    assert cos.min() > 0.9, cos.round(4)
+
+
+def test_cli_writes_a_card_the_device_accepts(float_tflite, crops, tmp_path, monkeypatch,
+                                              capsys) -> None:
+    held = tmp_path / "heldout" / "people"
+    held.mkdir(parents=True)
+    for rel, crop in crops.items():
+        cv2.imwrite(str(held / Path(rel).with_suffix(".png").name), crop)
+    # Conversion is covered above; reuse its file so this test checks the command and the card.
+    monkeypatch.setattr(X, "convert_float", lambda model, out: shutil.copyfile(float_tflite, out))
+    out = tmp_path / "m" / "xxs.tflite"
+    rc = X.main(["--arch", "edgeface_xxs_q", "--checkpoint", str(XXS_CKPT), "--out", str(out),
+                 "--quantize", "dynamic-int8", "--heldout", str(held.parent),
+                 "--latency-runs", "5"])
+    assert rc == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    figures = dict(kv.split("=") for kv in line.split())
+    assert float(figures["cosine_mean"]) >= 0.999 and float(figures["cosine_min"]) >= 0.999
+
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["sha256"] == sha256(out)
+    assert card["source_checkpoint"]["sha256"] == sha256(XXS_CKPT)
+    assert card["input"]["layout"] == "NHWC" and card["input"]["shape"] == [1, 112, 112, 3]
+    assert card["quantization"] == "dynamic-int8" and card["embedding_size"] == 512
+    assert "CC BY-NC-SA 4.0" in card["license"]["weights"]
+    assert str(len(crops)) in card["parity"]["faces"]
+    assert len(card["self_test"]["embedding"]) == 512
+
+    emb = Embedder(out, num_threads=1)  # runs the self-test
+    assert emb.check() >= 0.999
+    # The self-test crop is obama_1 through the device path.
+    st_crop = emb.card.self_test()[0]
+    assert float(unit(emb.embed_one(st_crop)) @ emb.embed_one(crops["obama/obama_1.jpg"])) > 0.99
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--checkpoint", "nowhere/missing.pt"], "checkpoint not found"),
+    (["--arch", "edgeface_xs_q"], "does not fit this architecture"),
+    (["--quantize", "int8"], "needs --calibration"),
+    (["--out", "model.onnx"], "must end in .tflite"),
+])
+def test_cli_errors_are_one_line(argv, message, tmp_path, capsys) -> None:
+    base = {"--arch": "edgeface_xxs_q", "--checkpoint": str(XXS_CKPT),
+            "--out": str(tmp_path / "x.tflite"), "--quantize": "none"}
+    base.update(dict(zip(argv[::2], argv[1::2], strict=True)))
+    rc = X.main([s for kv in base.items() for s in kv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("error: ") and message in err[-1], err
+    assert not any("Traceback" in ln for ln in err)
+
+
+# ------------------------------------------------------------------ the shipped default models
+
+
+@pytest.mark.parametrize("name", ["edgeface_xs", "edgeface_xxs"])
+def test_shipped_model_card_and_self_test(name) -> None:
+    model = ASSETS / f"{name}.tflite"
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert model.stat().st_size < 5_000_000
+    assert card["sha256"] == sha256(model)
+    ckpt = MODELS / card["source_checkpoint"]["file"]
+    assert card["source_checkpoint"]["sha256"] == sha256(ckpt)
+    for key in ("arch", "input", "quantization", "conversion", "parity", "license",
+                "attribution", "training_data", "self_test"):
+        assert card.get(key), f"card lacks {key}"
+    assert "non-commercial" in card["license"]["weights"]
+    emb = Embedder(model, num_threads=1)
+    assert emb.check() >= card["self_test"]["min_cosine"]
+    assert emb.fingerprint == card["sha256"]
+
+
+@pytest.mark.parametrize("name", ["edgeface_xs", "edgeface_xxs"])
+def test_shipped_model_tells_people_apart(name, crops) -> None:
+    emb = Embedder(ASSETS / f"{name}.tflite", num_threads=1)
+    e = {rel: emb.embed_one(c) for rel, c in crops.items()}
+    ids = dict((rel, who) for who, rel in FACES)
+    same = [float(e[a] @ e[b]) for a in e for b in e if a < b and ids[a] == ids[b]]
+    diff = [float(e[a] @ e[b]) for a in e for b in e if a < b and ids[a] != ids[b]]
+    obama = float(e["obama/obama_1.jpg"] @ e["obama/obama_2.jpg"])
+    obama_biden = float(e["obama/obama_1.jpg"] @ e["biden/biden_1.jpg"])
+    assert obama > obama_biden + 0.3, (obama, obama_biden)
+    assert min(same) > max(diff), (min(same), max(diff))
+
+
+def test_corrupted_self_test_raises(tmp_path) -> None:
+    for ext in (".tflite", ".json"):
+        shutil.copyfile(ASSETS / f"edgeface_xs{ext}", tmp_path / f"m{ext}")
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["self_test"]["embedding"] = list(np.roll(card["self_test"]["embedding"], 7))
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(SelfTestFailed):
+        Embedder(tmp_path / "m.tflite", num_threads=1)
+    # The same files load when the check is skipped: it is the embedding that was corrupted.
+    Embedder(tmp_path / "m.tflite", num_threads=1, self_test=False)
