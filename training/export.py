@@ -176,7 +176,7 @@ def build_torch_model(arch: str, checkpoint: str | Path):
     """
     import torch
 
-    from training.models import MODELS, load_model
+    from training.models import MODELS, dequantize, load_model
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     refs = {}
@@ -184,8 +184,6 @@ def build_torch_model(arch: str, checkpoint: str | Path):
     base = arch.removesuffix("_float")
     if base in MODELS and MODELS[base].quantized:
         qmodel = load_model(base, checkpoint)
-        from training.models import dequantize
-
         model = dequantize(qmodel, base + "_float")
         refs["torch_q"] = qmodel
         note = (f"{base} is PyTorch dynamic int8, which LiteRT cannot take: exporting its "
