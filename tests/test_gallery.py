@@ -481,7 +481,7 @@ def test_not_a_gallery(tmp_path: Path):
         Gallery(newer, FP)
 
 
-def test_match_10k_loads_sorted_and_is_fast(gpath: Path, rng):
+def test_match_10k_groups_people_inserted_in_random_order(gpath: Path, rng):
     """10k embeddings of 2,500 people, inserted in random order (the matrix must group them)."""
     Gallery(gpath, FP).close()
     vecs = unit(rng, 10_000)
@@ -498,18 +498,4 @@ def test_match_10k_loads_sorted_and_is_fast(gpath: Path, rng):
         assert g.match(near(vecs[i], rng)).name == f"p{i // 4}"
     probes = np.stack([near(vecs[i], rng) for i in range(0, 10_000, 997)])
     assert [m.name for m in g.match_many(probes)] == [f"p{i // 4}" for i in range(0, 10_000, 997)]
-    # Timed against a bare numpy matrix-vector product measured alongside, so a busy shared CI
-    # core does not make this flaky; it still catches a per-row or per-person Python loop.
-    # benchmarks/gallery_match.py reports the absolute figures.
-    probe = near(vecs[4321], rng)
-
-    def median_ms(fn) -> float:
-        times = []
-        for _ in range(60):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return float(np.median(times) * 1e3)
-
-    ours, floor = median_ms(lambda: g.match(probe)), median_ms(lambda: vecs @ probe)
-    assert ours < 3 * floor + 0.3, f"match {ours:.3f} ms vs bare matvec {floor:.3f} ms"
+    # Speed is a benchmark (benchmarks/gallery_match.py, BENCHMARKS.md), never a timed test.
