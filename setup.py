@@ -14,7 +14,7 @@ def _assets() -> list[tuple[str, list[str]]]:
         rel = folder.relative_to(HERE).as_posix()
         files = [p.relative_to(HERE).as_posix() for p in sorted(folder.iterdir()) if p.is_file()]
         out.append((f"share/edgeface-cam/{rel}", files))
-    return out + [("share/edgeface-cam", ["config.yaml"])]
+    return [*out, ("share/edgeface-cam", ["config.yaml"])]
 VERSION = "0.1.0"
 
 DEVICE = [
@@ -39,7 +39,7 @@ EXTRAS = {
 setup(
     name="edgeface-cam",
     version=VERSION,
-    description="Real-time on-device face recognition (EdgeFace + LiteRT) for Raspberry Pi and Jetson",
+    description="Real-time on-device face recognition (EdgeFace + LiteRT) for Pi and Jetson",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="BSD-3-Clause (code); see README 'Models' for the model weights' terms",
