@@ -334,6 +334,7 @@ class Pipeline:
             self.timer.add("latency", done - frame.t)
         if self.first_frame_latency_s is None:
             self.first_frame_latency_s = done - self._created
+            log.info("first frame processed (%d faces)", len(faces))  # start-up time in the log
         if self.preview is not None:
             t_pre = time.monotonic()
             if not self.preview.show(frame, tracks, self.fps(), self.timer.medians_ms()):
