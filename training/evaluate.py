@@ -544,7 +544,8 @@ def impostor_pairs(identities: Sequence[str], n: int, seed: int = 0,
     rng = np.random.default_rng(seed)
     seen: set[tuple[int, int]] = set()
     out: list[tuple[int, int]] = []
-    max_pairs = len(pool) * (len(pool) - 1) // 2
+    _, counts = np.unique(ids[pool], return_counts=True)
+    max_pairs = (len(pool) * (len(pool) - 1) - int((counts * (counts - 1)).sum())) // 2
     while len(out) < n and len(seen) < max_pairs:
         a = rng.choice(pool, size=2 * (n - len(out)))
         b = rng.choice(pool, size=len(a))
