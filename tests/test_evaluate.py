@@ -39,9 +39,9 @@ def _oracle_and_random(seed: int, n_ids: int = 200, per_id: int = 4, dim: int = 
         if ids[a] != ids[b]:
             pairs.append((a, b))
             same.append(False)
-    centres = E.l2n(rng.normal(size=(n_ids, dim)))
-    oracle = E.l2n(centres[ids] + 0.05 * rng.normal(size=(len(ids), dim)))
-    random = E.l2n(rng.normal(size=(len(ids), dim)))
+    centres = E.l2_normalize(rng.normal(size=(n_ids, dim)))
+    oracle = E.l2_normalize(centres[ids] + 0.05 * rng.normal(size=(len(ids), dim)))
+    random = E.l2_normalize(rng.normal(size=(len(ids), dim)))
     return np.array(pairs), np.array(same), oracle, random
 
 

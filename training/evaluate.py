@@ -33,6 +33,7 @@ import numpy as np
 
 from edgeface_cam.align import CROP_SIZE, align_face, normalize, to_bgr
 from edgeface_cam.detect import Detector, Face
+from edgeface_cam.embed import file_sha256, l2_normalize
 
 from . import verification as V
 
@@ -141,7 +142,7 @@ def read_bin(path: str | Path) -> PairSet:
     return PairSet(path.name, [str(i) for i in range(2 * n)], np.arange(2 * n).reshape(n, 2),
                    issame, load, folds=V.contiguous_folds(n) if n >= 10 else None, aligned=True,
                    fold_rule="contiguous (insightface)" if n >= 10 else "stratified",
-                   origin=f"{path.resolve()}#{_sha256(path)[:16]}")
+                   origin=f"{path.resolve()}#{file_sha256(path)[:16]}")
 
 
 def write_bin(path: str | Path, crops_bgr: Sequence[np.ndarray], issame: Sequence[bool],
@@ -374,7 +375,7 @@ class TorchBackend(Backend):
         self.name = arch
         self.batch = batch
         self.checkpoint = str(checkpoint) if checkpoint else None
-        self.sha256 = _sha256(checkpoint) if checkpoint else None
+        self.sha256 = file_sha256(checkpoint) if checkpoint else None
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         out = []
@@ -408,19 +409,6 @@ class LiteRTBackend(Backend):
         return {"name": self.name, "runtime": self.embedder.runtime, "model": self.model,
                 "sha256": self.embedder.fingerprint,
                 "quantization": self.embedder.card.raw.get("quantization")}
-
-
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 # ---------------------------------------------------------------------------- embedding a set
@@ -467,7 +455,8 @@ class EmbeddingCache:
 def combine(backend: Backend, e: np.ndarray, e_flip: np.ndarray | None) -> np.ndarray:
     """One image's embedding from the crop's and (optionally) its flip's."""
     if backend.metric == "cosine":
-        return l2n(l2n(e) + l2n(e_flip)) if e_flip is not None else l2n(e)
+        return (l2_normalize(l2_normalize(e) + l2_normalize(e_flip)) if e_flip is not None
+                else l2_normalize(e))
     return (e + e_flip) / 2 if e_flip is not None else e
 
 

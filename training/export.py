@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 from edgeface_cam.align import CROP_SIZE, EMBEDDING_SIZE, align_face, normalize
+from edgeface_cam.embed import file_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", ROOT.parent / "shared"))
@@ -65,14 +65,6 @@ class ExportError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _version(pkg: str) -> str | None:
@@ -386,13 +378,13 @@ def card_for(*, name: str, arch: str, out: Path, checkpoint: Path, quantize_mode
              recipe: str, note: str, interp_in: dict, self_test: tuple[np.ndarray, np.ndarray],
              self_test_source: str, min_cosine: float, parity_figures: dict,
              terms: dict, accuracy: dict | None = None, extra: dict | None = None) -> dict:
-    ckpt_sha = sha256_file(checkpoint)
+    ckpt_sha = file_sha256(checkpoint)
     crop, emb = self_test
     card = {
         "name": name,
         "arch": arch,
         "file": out.name,
-        "sha256": sha256_file(out),
+        "sha256": file_sha256(out),
         "size_bytes": out.stat().st_size,
         "input": {
             "shape": [int(v) for v in interp_in["shape"]],
@@ -517,7 +509,7 @@ def export(args: argparse.Namespace) -> dict:
         quantize_mode=args.quantize, recipe=recipe, note=note, interp_in=d_in,
         self_test=(crop, st_emb), self_test_source=st_source,
         min_cosine=args.min_cosine or (0.98 if args.quantize == "int8" else 0.99),
-        parity_figures=figures_card, terms=terms_for(sha256_file(checkpoint), args),
+        parity_figures=figures_card, terms=terms_for(file_sha256(checkpoint), args),
         accuracy=accuracy, extra=extra)
     card_path = out.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=1) + "\n")
