@@ -46,7 +46,7 @@ class DetectorConfig:
     model: str | None = None
     input_width: int = 640
     min_face: float = 40.0
-    score_threshold: float = 0.8
+    score_threshold: float | None = None  # None: the backend's own default
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ RULES: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "model": (STR + NONE, None),
         "input_width": (INT, _width),
         "min_face": (FLOAT, _range(0)),
-        "score_threshold": (FLOAT, _range(0, 1, lo_open=True, hi_open=True)),
+        "score_threshold": (FLOAT + NONE, _range(0, 1, lo_open=True, hi_open=True)),
     },
     "recognizer": {
         "model": (STR, None),

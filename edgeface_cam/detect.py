@@ -364,13 +364,22 @@ def with_mediapipe_metadata(model: bytes) -> bytes:
 BACKENDS = ("yunet", "blazeface", "mediapipe")
 
 
+# Each model's own confidence scale: BlazeFace's scores run lower than YuNet's (at 0.8 it misses
+# 176 of 8,022 CelebA faces, at 0.5 only 9; docs/evaluation.md), but at 0.5-0.7 it also takes a
+# large non-face for a face on a fixture photo (people/obama/obama_4.jpg, score 0.71): 0.75.
+DEFAULT_SCORE = {"yunet": 0.8, "blazeface": 0.75, "mediapipe": 0.75}
+
+
 def make_detector(backend: str = "yunet", model: str | None = None, input_width: int = 640,
-                  score_threshold: float = 0.8, min_face: float = 40,
+                  score_threshold: float | None = None, min_face: float = 40,
                   num_threads: int | None = None) -> Detector:
     """A detector by backend name. ``model``: YuNet's .onnx path; for BlazeFace/MediaPipe
     "short" (default), "full", "full_sparse" or a .tflite path. ``input_width`` applies to YuNet
-    only (BlazeFace's input size is fixed by its model). Raises ``DetectorError``."""
+    only (BlazeFace's input size is fixed by its model). ``score_threshold`` None: the backend's
+    default (``DEFAULT_SCORE``). Raises ``DetectorError``."""
     backend = (backend or "yunet").lower()
+    if score_threshold is None:
+        score_threshold = DEFAULT_SCORE.get(backend, 0.8)
     try:
         if backend == "yunet":
             return YuNetDetector(model or YUNET_MODEL, input_width=input_width,

@@ -134,7 +134,7 @@ def check_self_test(model: str | Path, threads: int = 1) -> Check:
 
 
 def check_detector(backend: str = "yunet", model: str | None = None, input_width: int = 640,
-                   score_threshold: float = 0.8, image: str | Path | None = None) -> Check:
+                   score_threshold: float | None = None, image: str | Path | None = None) -> Check:
     """The detector loads and runs; with ``image`` (a photo of one face) it must find a face."""
     from .detect import make_detector
 
