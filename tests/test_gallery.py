@@ -282,7 +282,7 @@ def consistent(path: Path, per: int) -> tuple[int, int]:
 @pytest.mark.slow
 def test_sigkill_mid_enrolment_leaves_a_consistent_gallery(gpath: Path):
     Gallery(gpath, FP).close()
-    per, kills, enrolled_before = 4, 30, []
+    per, kills, enrolled_before = 4, 50, []
     r = random.Random(1)
     for k in range(kills):
         p = run_child(ENROL_LOOP, str(gpath), f"k{k}", "100000", str(per))
