@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgeface_cam.align import CROP_SIZE, normalize, to_bgr
+from edgeface_cam.sources import IMAGE_SUFFIXES
 from training.prepare import crop_face
 
 # --- insightface / MXNet RecordIO --------------------------------------------------------------
@@ -144,7 +145,6 @@ class RecordReader:
 
 
 # --- datasets ----------------------------------------------------------------------------------
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -323,15 +323,10 @@ class FaceFinder:
 
 def make_detector(name: str, min_face: float, score: float) -> Detector:
     """A device detector by name (yunet, blazeface, mediapipe) with these filter settings."""
-    from edgeface_cam import detect
+    from edgeface_cam.detect import make_detector as device_detector
 
-    factory = getattr(detect, "make_detector", None)
-    if factory is None:  # an older edgeface_cam: YuNet only
-        if name != "yunet":
-            raise EvalError(f"detector {name!r} is not available in this build (only 'yunet')")
-        return detect.YuNetDetector(min_face=min_face, score_threshold=score)
     try:
-        return factory(name, score_threshold=score, min_face=min_face, num_threads=1)
+        return device_detector(name, score_threshold=score, min_face=min_face, num_threads=1)
     except (ValueError, ImportError, FileNotFoundError) as e:
         raise EvalError(f"cannot make detector {name!r}: {e}") from None
 

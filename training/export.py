@@ -30,6 +30,7 @@ import numpy as np
 
 from edgeface_cam.align import CROP_SIZE, EMBEDDING_SIZE, align_face, normalize
 from edgeface_cam.embed import file_sha256
+from training.prepare import list_images
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", ROOT.parent / "shared"))
@@ -37,7 +38,6 @@ SHARED = Path(os.environ.get("EDGEFACE_SHARED", ROOT.parent / "shared"))
 SELF_TEST_IMAGE = SHARED / "fixtures" / "people" / "obama" / "obama_1.jpg"
 SELF_TEST_FALLBACK_CARD = ROOT / "assets" / "edgeface_xs.json"
 QUANTIZE_MODES = ("none", "fp16", "dynamic-int8", "int8")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 # The authors' published checkpoints (sha256) -> the terms their weights come with.
 AUTHORS_CHECKPOINTS = {
@@ -82,11 +82,6 @@ def unit(x: np.ndarray) -> np.ndarray:
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine between two (N, D) arrays."""
     return np.sum(unit(a) * unit(b), axis=1)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
 def load_crops(folder: str | Path, limit: int | None = None, what: str = "crops") -> np.ndarray:

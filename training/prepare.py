@@ -21,8 +21,8 @@ import numpy as np
 
 from edgeface_cam.align import CROP_SIZE, align_face
 from edgeface_cam.detect import Detector, YuNetDetector
+from edgeface_cam.sources import IMAGE_SUFFIXES
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 NO_FACE_LIST = "no_face.txt"
 
 
@@ -39,8 +39,10 @@ class PrepareStats:
                 f"no_face={len(self.no_face)} unreadable={len(self.unreadable)}")
 
 
-def list_images(src: Path) -> list[Path]:
-    return sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+def list_images(src: str | Path) -> list[Path]:
+    """Every image file below ``src``, sorted."""
+    return sorted(p for p in Path(src).rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def spread(items: list, limit: int | None) -> list:
