@@ -37,7 +37,13 @@ SHARED = Path(os.environ.get("EDGEFACE_SHARED", ROOT.parent / "shared"))
 # MIT-licensed fixture (ageitgey/face_recognition): the card embeds its aligned crop as a PNG.
 SELF_TEST_IMAGE = SHARED / "fixtures" / "people" / "obama" / "obama_1.jpg"
 SELF_TEST_FALLBACK_CARD = ROOT / "assets" / "edgeface_xs.json"
-QUANTIZE_MODES = ("none", "fp16", "dynamic-int8", "int8")
+QUANTIZE_MODES = ("none", "fp16", "dynamic-int8", "int8", "int16x8")
+CALIBRATED_MODES = ("int8", "int16x8")
+# Calibrated activation ranges are widened by this factor for int16x8: faces outside the
+# calibration set otherwise clip (EdgeFace-XXS, 100 calibration / 200 held-out faces: min cosine
+# 0.951 at 1x, 0.991 at 1.5x, 0.997 at 2x, 0.996 at 4x). With 16 bits the lost bit is cheap;
+# with 8 bits any factor only hurts (0.3x..4x all measured worse than 1x), so int8 keeps 1x.
+INT16_RANGE_MARGIN = 2.0
 
 # The authors' published checkpoints (sha256) -> the terms their weights come with.
 AUTHORS_CHECKPOINTS = {
@@ -264,6 +270,9 @@ def recipe_for(mode: str):
     on FULLY_CONNECTED only 0.9986 -- the same layers the authors' _q files quantize. Static int8
     activations lose far more (about 0.76-0.86 whatever the op set or calibrator): the card and
     docs/models.md carry the figure; it is offered for integer-only accelerators, not shipped.
+    int16x8 (TFLite's "16x8" scheme: int8 weights, int16 activations) on the same ops keeps the
+    outlier channels of EdgeNeXt's MLPs representable: cosine 0.998, but LiteRT runs 16x8 with
+    reference kernels (about 10x slower than float on a CPU), so it is for NPUs that take 16x8.
     """
     from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
 
@@ -278,6 +287,12 @@ def recipe_for(mode: str):
             rm.add_static_config(".*", o, activation_num_bits=8, weight_num_bits=8)
         desc = ("ai-edge-quantizer static int8 (weights and calibrated min/max activations) on "
                 "FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D; float input/output")
+    elif mode == "int16x8":
+        for o in (op.FULLY_CONNECTED, op.CONV_2D, op.DEPTHWISE_CONV_2D):
+            rm.add_static_config(".*", o, activation_num_bits=16, weight_num_bits=8)
+        desc = ("ai-edge-quantizer static 16x8 (channel-wise int8 weights, int16 activations "
+                f"from calibrated min/max widened {INT16_RANGE_MARGIN:g}x) on FULLY_CONNECTED / "
+                "CONV_2D / DEPTHWISE_CONV_2D; float input/output")
     elif mode == "fp16":
         rm.add_weight_only_config(".*", op.ALL_SUPPORTED, 16,
                                   algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
@@ -285,6 +300,13 @@ def recipe_for(mode: str):
     else:
         raise ValueError(mode)
     return rm.get_quantization_recipe(), desc
+
+
+def widen_ranges(calibration: dict, factor: float) -> dict:
+    """Scale every calibrated min/max (tensor name -> {"min", "max"}) by ``factor``."""
+    return {name: ({**qsv, "min": qsv["min"] * factor, "max": qsv["max"] * factor}
+                   if qsv and "min" in qsv and "max" in qsv else qsv)
+            for name, qsv in calibration.items()}
 
 
 def quantize(float_path: Path, out_path: Path, mode: str,
@@ -300,13 +322,15 @@ def quantize(float_path: Path, out_path: Path, mode: str,
     result = None
     if q.need_calibration:
         if calibration is None or not len(calibration):
-            raise ExportError("--quantize int8 needs --calibration DIR of aligned crops")
+            raise ExportError(f"--quantize {mode} needs --calibration DIR of aligned crops")
         from tqdm import tqdm
 
         x = normalize(calibration, "NHWC")
         samples = [{"args_0": x[i:i + 1]} for i in tqdm(range(len(x)), desc="calibration",
                                                          leave=False)]
         result = q.calibrate({"serving_default": samples}, num_threads=os.cpu_count() or 1)
+        if mode == "int16x8":
+            result = widen_ranges(result, INT16_RANGE_MARGIN)
         desc += f"; calibrated on {len(x)} aligned faces"
     res = q.quantize(result, enable_progress_report=False)
     res.export_model(str(out_path), overwrite=True)
@@ -447,11 +471,11 @@ def export(args: argparse.Namespace) -> dict:
     if out.suffix != ".tflite":
         raise ExportError(f"--out must end in .tflite, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.quantize == "int8" and not args.calibration:
-        raise ExportError("--quantize int8 needs --calibration DIR of aligned crops "
+    if args.quantize in CALIBRATED_MODES and not args.calibration:
+        raise ExportError(f"--quantize {args.quantize} needs --calibration DIR of aligned crops "
                           "(python -m training.prepare makes them)")
     calibration = (load_crops(args.calibration, args.max_calibration, "calibration")
-                   if args.calibration and args.quantize == "int8" else None)
+                   if args.calibration and args.quantize in CALIBRATED_MODES else None)
     heldout = load_crops(args.heldout, args.max_heldout, "held-out") if args.heldout else None
     crop, st_source = self_test_crop(args.self_test_image)
 
@@ -503,7 +527,7 @@ def export(args: argparse.Namespace) -> dict:
         name=args.name or out.stem, arch=args.arch, out=out, checkpoint=checkpoint,
         quantize_mode=args.quantize, recipe=recipe, note=note, interp_in=d_in,
         self_test=(crop, st_emb), self_test_source=st_source,
-        min_cosine=args.min_cosine or (0.98 if args.quantize == "int8" else 0.99),
+        min_cosine=args.min_cosine or (0.98 if args.quantize in CALIBRATED_MODES else 0.99),
         parity_figures=figures_card, terms=terms_for(file_sha256(checkpoint), args),
         accuracy=accuracy, extra=extra)
     card_path = out.with_suffix(".json")
@@ -531,14 +555,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="the .pt state_dict")
     p.add_argument("--out", required=True, help="FILE.tflite; the card is written as FILE.json")
     p.add_argument("--quantize", choices=QUANTIZE_MODES, default="dynamic-int8")
-    p.add_argument("--calibration", help="folder of aligned crops for --quantize int8")
+    p.add_argument("--calibration", help="folder of aligned crops for --quantize int8 / int16x8 "
+                                         "(not the --heldout faces)")
     p.add_argument("--heldout", help="folder of aligned crops (not used for calibration) "
                                      "to measure parity on")
     p.add_argument("--max-calibration", type=int, default=300)
     p.add_argument("--max-heldout", type=int, default=300)
     p.add_argument("--self-test-image", help="photo (or aligned 112x112 crop) for the card's "
                                              "self-test; default: fixtures obama_1.jpg")
-    p.add_argument("--min-cosine", type=float, help="self-test threshold (default 0.99; int8 0.98)")
+    p.add_argument("--min-cosine", type=float,
+                   help="self-test threshold (default 0.99; int8 and int16x8 0.98)")
     p.add_argument("--latency-runs", type=int, default=200,
                    help="runs for the single-thread latency median (0: skip)")
     p.add_argument("--name", help="card name (default: the file stem)")
