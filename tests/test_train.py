@@ -152,6 +152,22 @@ def test_resume_reaches_the_same_state_and_restart_starts_fresh(people_rec, tmp_
         assert 0 < diff < 1e-4, f"{key}: moved {diff} in 2 steps at lr 1e-5"
 
 
+def test_tensorboard_gets_the_rows_the_csv_gets(people_rec, tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install -e .[train]")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(people_rec, tmp_path / "tb", max_steps=4, frequent=2)
+    train.Trainer(cfg).fit()
+    rows = _rows(tmp_path / "tb" / "log.csv")
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/images_per_s"} <= set(events.Tags()["scalars"])
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [int(r["step"]) for r in rows] == [2, 4]
+    np.testing.assert_allclose([e.value for e in loss], [float(r["loss"]) for r in rows],
+                               rtol=1e-5)
+
+
 def test_gradient_accumulation_matches_the_full_batch(people_rec, tmp_path):
     # All centres (sample_rate 1): two micro-batches of 2 are one batch of 4, up to rounding.
     whole = _cfg(people_rec, tmp_path / "whole", batch_size=4, sample_rate=1.0, max_steps=2)
