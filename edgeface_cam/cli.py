@@ -323,8 +323,9 @@ def make_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks:
     # sources drop stale frames so recognition never lags behind the camera.
     return Pipeline(source, app.recognizer, gallery, sinks, embed_every=t.embed_every,
                     vote_window=t.vote_window, iou_threshold=t.iou_threshold, max_age=t.max_age,
-                    min_face=app.cfg.detector.min_face, preview=preview, max_frames=max_frames,
-                    realtime=source.live, heartbeat=heartbeat)
+                    cut_threshold=t.cut_threshold or None, min_face=app.cfg.detector.min_face,
+                    preview=preview, max_frames=max_frames, realtime=source.live,
+                    heartbeat=heartbeat)
 
 
 def run_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,

@@ -63,6 +63,7 @@ class TrackingConfig:
     vote_window: int = 5
     iou_threshold: float = 0.3
     max_age: int = 10
+    cut_threshold: float = 0.08
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ RULES: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "vote_window": (INT, _range(1)),
         "iou_threshold": (FLOAT, _range(0, 1, lo_open=True)),
         "max_age": (INT, _range(0)),
+        "cut_threshold": (FLOAT, _range(0, 1)),
     },
     "gallery": {"path": (STR, None)},
     "preview": {"enabled": ((bool, str), _choice(PREVIEW_CHOICES))},

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from .recognize import Recognizer
+from .shotcut import DEFAULT_THRESHOLD as DEFAULT_CUT_THRESHOLD
+from .shotcut import ShotCutDetector
 from .track import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,9 @@ class Pipeline:
     ``gallery``: a ``gallery.Gallery`` or None (everyone unknown). ``realtime``: drop stale
     frames, newest wins (cameras); False processes every frame (files, tests, bench).
     ``embed_every``, ``vote_window``, ``iou_threshold``, ``max_age``, ``confirm_votes``,
-    ``unknown_after``, ``quality_margin``, ``min_quality``, ``split_below``: see ``track``.
+    ``unknown_after``, ``quality_margin``, ``min_quality``, ``split_below``,
+    ``split_after_cut``: see ``track``. ``cut_threshold``: a shot cut (``shotcut``) makes the
+    tracker check who each track holds; None turns cut detection off.
     ``max_embeds_per_frame``: caps the embedding work of one frame (None: no cap).
     ``on_frame(FrameReport)`` after every processed frame; ``heartbeat()`` at least every
     ``heartbeat_interval`` s while the worker is alive, frames or not (watchdog pings).
@@ -140,7 +144,8 @@ class Pipeline:
                  queue_size: int = 2, realtime: bool = True, iou_threshold: float = 0.3,
                  max_age: int = 10, confirm_votes: int = 2, unknown_after: int = 3,
                  quality_margin: float = 0.1, min_quality: float = 0.3,
-                 split_below: float = 0.1,
+                 split_below: float = 0.1, split_after_cut: float = 0.3,
+                 cut_threshold: float | None = DEFAULT_CUT_THRESHOLD,
                  max_embeds_per_frame: int | None = 2,
                  refresh_interval: float = 1.0,
                  on_frame: Callable[[FrameReport], None] | None = None,
@@ -170,7 +175,9 @@ class Pipeline:
         self.tracker = Tracker(iou_threshold, max_age, embed_every, vote_window,
                                quality_margin=quality_margin, confirm_votes=confirm_votes,
                                unknown_after=unknown_after, min_quality=min_quality,
-                               split_below=split_below)
+                               split_below=split_below, split_after_cut=split_after_cut)
+        self.cuts = ShotCutDetector(cut_threshold) if cut_threshold else None
+        self.shot_cuts = 0
         self.timer = StageTimer()
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -290,6 +297,10 @@ class Pipeline:
     def _process(self, frame: Any) -> None:
         image = frame.image
         t_start = time.monotonic()
+        if self.cuts is not None and self.cuts.is_cut(image):
+            self.shot_cuts += 1
+            self.tracker.scene_changed()
+            log.debug("shot cut at frame %d (change %.3f)", self.frames, self.cuts.last_change)
         faces = [f for f in self.recognizer.detect(image) if f.size >= self.min_face]
         t_det = time.monotonic()
         tracks = self.tracker.update(faces, self.frames)

@@ -15,6 +15,11 @@ name; a track that ends (or a run that stops) before either is decided on what i
 Boxes can pass from one person to another (people crossing, a cut in a video) with a good IoU,
 so each new embedding is also compared with the track's recent ones: below ``split_below``
 cosine the old track ends and the face starts a new one (its own votes, its own event).
+``split_below`` is low (0.1) because the same person can measure 0.12 to their own track (a
+small face looking down); after a shot cut (``scene_changed``, see ``shotcut``) every live track
+is re-embedded at once and split below the stricter ``split_after_cut`` (0.3: the same person
+measured >= 0.33 within a shot of the fixture clips bar that one bowed head, and faces of
+different people at most 0.27 at the 99th percentile).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class Track:
     score: float = 0.0  # mean score of the votes for ``name``
     decided: bool = False
     decided_frame: int | None = None
+    cut_pending: bool = False  # a shot cut since the last embedding: check who this is
 
     @property
     def box(self) -> np.ndarray:
@@ -91,7 +97,7 @@ class Tracker:
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 10, embed_every: int = 10,
                  vote_window: int = 5, *, quality_margin: float = 0.1, confirm_votes: int = 2,
                  unknown_after: int = 3, min_quality: float = 0.3,
-                 split_below: float = 0.1) -> None:
+                 split_below: float = 0.1, split_after_cut: float = 0.3) -> None:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         for key, val in (("max_age", max_age), ("embed_every", embed_every),
@@ -108,6 +114,7 @@ class Tracker:
         self.unknown_after = int(unknown_after)
         self.min_quality = float(min_quality)
         self.split_below = float(split_below)
+        self.split_after_cut = float(split_after_cut)
         self.tracks: list[Track] = []
         self._next_id = 1
         self._frame = -1
@@ -156,7 +163,7 @@ class Tracker:
     def wants_embedding(self, track: Track, quality: float) -> bool:
         """Whether to embed ``track`` in the current frame (also records its quality)."""
         track.quality = float(quality)
-        if track.last_embed_frame is None:
+        if track.last_embed_frame is None or track.cut_pending:
             return True
         if self._frame - track.last_embed_frame >= self.embed_every:
             return True
@@ -172,11 +179,13 @@ class Tracker:
             e = np.asarray(embedding, np.float32).reshape(-1)
             e = e / max(float(np.linalg.norm(e)), 1e-12)
             seen = track.appearance
-            if seen is not None and float(seen @ e) < self.split_below:
+            limit = self.split_after_cut if track.cut_pending else self.split_below
+            if seen is not None and float(seen @ e) < limit:
                 track = self._split(track)
             track.recent.append(e)
             while len(track.recent) > self.vote_window:
                 track.recent.popleft()
+        track.cut_pending = False
         track.embeddings += 1
         if quality >= self.min_quality:
             track.usable += 1
@@ -224,6 +233,12 @@ class Tracker:
     def _finish(self, track: Track) -> None:
         if not track.decided and track.embeddings > 0:
             self._decide(track)
+
+    def scene_changed(self) -> None:
+        """A shot cut: embed every live track at its next frame and split it below
+        ``split_after_cut`` if the face is no longer the track's person."""
+        for t in self.tracks:
+            t.cut_pending = True
 
     def reschedule(self) -> None:
         """Embed every live track again at its next frame (the gallery changed under them)."""

@@ -153,6 +153,35 @@ def test_a_different_person_in_the_same_box_starts_a_new_track():
     assert tr.pop_decisions() == [t]
 
 
+def _at(cos: float, ref: np.ndarray, seed: int) -> np.ndarray:
+    """A unit vector at cosine ``cos`` to the unit vector ``ref``."""
+    o = _unit(seed)
+    o = o - (o @ ref) * ref
+    return cos * ref + np.sqrt(1 - cos**2) * o / np.linalg.norm(o)
+
+
+def test_after_a_shot_cut_a_track_is_checked_at_once_and_split_more_readily():
+    tr = Tracker(embed_every=10, split_below=0.1, split_after_cut=0.3)
+    (t,) = tr.update([face(0, 0)], frame=0)
+    assert tr.wants_embedding(t, 0.5)
+    ann = _unit(1)
+    tr.observe(t, "ann", 0.6, 0.5, ann)
+    (t,) = tr.update([face(1, 0)], frame=1)
+    assert not tr.wants_embedding(t, 0.5)  # embedded a frame ago
+    # Within a shot, cosine 0.2 (a face looking down, say) stays in the track.
+    assert tr.observe(t, "ann", 0.3, 0.5, _at(0.2, ann, 2)) is t
+    tr.scene_changed()
+    (t,) = tr.update([face(1, 0)], frame=2)
+    assert t.cut_pending and tr.wants_embedding(t, 0.5)  # re-checked at once
+    # The same person after the cut: still the track, and the check is done.
+    assert tr.observe(t, "ann", 0.5, 0.5, _at(0.6, t.appearance, 3)) is t
+    assert not t.cut_pending and not tr.wants_embedding(t, 0.5)
+    # Someone else after a cut, at the same 0.2 that did not split within the shot: a new track.
+    tr.scene_changed()
+    new = tr.observe(t, None, 0.05, 0.5, _at(0.2, t.appearance, 4))
+    assert new is not t and not new.cut_pending and tr.tracks == [new]
+
+
 def test_split_ends_an_undecided_track_with_its_votes():
     tr = Tracker(confirm_votes=3)
     (t,) = tr.update([face(0, 0)], frame=0)
