@@ -128,6 +128,14 @@ def test_pack_cli_reports_a_missing_folder_in_one_line(tmp_path, capsys):
     assert err.startswith("error:") and err.count("\n") == 1
 
 
+def test_cli_help_describes_the_module_in_whole_sentences(capsys):
+    with pytest.raises(SystemExit):
+        data.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "image folders, the recipe's augmentations, and a distributed, resumable DataLoader." \
+        in text
+
+
 def test_image_folder_dataset_normalises_through_align(tmp_path):
     src = FIXTURES / "aligned" / "tom_hanks_aligned_112.png"
     (tmp_path / "tom").mkdir()

@@ -168,6 +168,48 @@ def test_tensorboard_gets_the_rows_the_csv_gets(people_rec, tmp_path):
                                rtol=1e-5)
 
 
+def test_verification_runs_once_per_step_and_is_not_counted_as_training_time(
+        people_rec, tmp_path, monkeypatch):
+    # A fake clock: each training step takes 1 s, each verification 100 s.
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    step, verify = train.Trainer.train_step, train.Trainer.evaluate
+
+    def timed_step(self, batches):
+        clock[0] += 1.0
+        return step(self, batches)
+
+    def slow_verify(self, log):
+        verify(self, log)
+        clock[0] += 100.0
+
+    monkeypatch.setattr(train.Trainer, "train_step", timed_step)
+    monkeypatch.setattr(train.Trainer, "evaluate", slow_verify)
+    crops = [data.RecordDataset(people_rec, augment=False).load(i)[0] for i in range(16)]
+    val = evaluate.write_bin(tmp_path / "tiny.bin", crops[:8] + crops[8:] + crops[:8] + crops[8:],
+                             [1, 0] * 8)
+    # The last step (4) is a verification step: the end of the run must not verify it again.
+    cfg = _cfg(people_rec, tmp_path / "v", max_steps=4, frequent=2, verbose=2,
+               val_targets=[str(val)])
+    train.Trainer(cfg).fit()
+    assert [v["step"] for v in _rows(tmp_path / "v" / "val.csv")] == ["2", "4"]
+    # 2 steps of 4 images between rows take 2 s: 4 images/s, the 100 s of verification aside.
+    rows = _rows(tmp_path / "v" / "log.csv")
+    assert [(r["step"], r["images_per_s"]) for r in rows] == [("2", "4.00"), ("4", "4.00")]
+
+
+def test_a_run_says_what_it_does_and_a_finished_one_says_so(people_rec, tmp_path, capsys):
+    cfg = _cfg(people_rec, tmp_path / "say", max_steps=2)
+    train.Trainer(cfg).fit()
+    out = capsys.readouterr().out
+    assert "16 images, 6 classes, 1 rank(s) x 4 images a step, 4 steps an epoch; from step 0, " \
+        "to step 2" in out and "nothing to do" not in out
+    assert f"step 2: model.pt, checkpoints and log.csv are in {tmp_path / 'say'}" in out
+    train.Trainer(cfg).fit(resume=True)  # the same command plus --resume: already at the stop
+    out = capsys.readouterr().out
+    assert "resumed at step 2, to step 2" in out and "nothing to do: step 2" in out
+
+
 def test_gradient_accumulation_matches_the_full_batch(people_rec, tmp_path):
     # All centres (sample_rate 1): two micro-batches of 2 are one batch of 4, up to rounding.
     whole = _cfg(people_rec, tmp_path / "whole", batch_size=4, sample_rate=1.0, max_steps=2)

@@ -407,7 +407,8 @@ def write_records(out_dir: str | Path, samples: Sequence[tuple[int, bytes]]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.data", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.data",
+                                description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     pk = sub.add_parser("pack", help="image folder (one sub-folder per identity) -> train.rec/.idx")
     pk.add_argument("folder")

@@ -296,11 +296,23 @@ class Trainer:
         elif cfg.init_from:
             self.init_from(cfg.init_from)
         stop = min(self.total_steps, cfg.max_steps or self.total_steps)
+        if self.rank == 0:
+            how = ("resumed at" if resume else
+                   f"weights of {cfg.init_from}, from" if cfg.init_from else "from")
+            print(f"{cfg.network}: {len(self.loader.dataset)} images, {self.num_classes} classes, "
+                  f"{self.world_size} rank(s) x {cfg.batch_size * cfg.gradient_acc} images a step, "
+                  f"{self.steps_per_epoch} steps an epoch; {how} step {self.step}, to step {stop} "
+                  f"of {self.total_steps} (epochs {cfg.start_epoch}-{cfg.num_epoch}); "
+                  f"writing {self.out}", flush=True)
+            if self.step >= stop:
+                print(f"nothing to do: step {self.step} is the stop (raise max_steps to go on)",
+                      flush=True)
         log = _Log(self.out, cfg, enabled=self.rank == 0)
         bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0, unit="step",
                    dynamic_ncols=True)
         images_per_step = cfg.batch_size * cfg.gradient_acc * self.world_size
         losses: list[float] = []
+        evaluated = None  # the step last verified, so the end does not verify it twice
         tic = time.perf_counter()
         first_epoch = cfg.start_epoch + self.step // self.steps_per_epoch
         for epoch in range(first_epoch, cfg.num_epoch):
@@ -324,15 +336,21 @@ class Trainer:
                 if self.step % cfg.save_every == 0 or self.step == stop:
                     self.save()
                 if cfg.val_targets and cfg.verbose and self.step % cfg.verbose == 0:
+                    paused = time.perf_counter()
                     self.evaluate(log)
+                    evaluated = self.step
+                    tic += time.perf_counter() - paused  # images/s: training time only
                 if self.step >= stop:
                     break
             else:
                 self.save()  # epoch end
         bar.close()
-        if cfg.val_targets:
+        if cfg.val_targets and evaluated != self.step:
             self.evaluate(log)
         log.close()
+        if self.rank == 0:
+            print(f"step {self.step}: model.pt, checkpoints and log.csv are in {self.out}",
+                  flush=True)
 
     def train_step(self, batches: object) -> float:
         """One optimiser step over ``gradient_acc`` micro-batches; returns the mean loss."""
