@@ -224,6 +224,16 @@ def test_cli_writes_a_card_the_device_accepts(float_tflite, crops, tmp_path, mon
     assert float(unit(emb.embed_one(st_crop)) @ emb.embed_one(crops["obama/obama_1.jpg"])) > 0.99
 
 
+def test_accuracy_figures_must_come_from_this_model(tmp_path) -> None:
+    ok = {"a" * 64, "b" * 64}
+    X.check_accuracy_source({"model": {"sha256": "b" * 64}, "accuracy": 0.9}, "f.json", ok)
+    X.check_accuracy_source({"benchmark": "hand-written summary"}, "f.json", ok)
+    with pytest.raises(X.ExportError, match="measured on another model"):
+        X.check_accuracy_source({"model": {"sha256": "c" * 64}}, "f.json", ok)
+    with pytest.raises(X.ExportError, match="JSON object"):
+        X.check_accuracy_source([0.9], "f.json", ok)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--checkpoint", "nowhere/missing.pt"], "checkpoint not found"),
     (["--arch", "edgeface_xs_q"], "does not fit this architecture"),

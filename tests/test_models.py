@@ -150,6 +150,24 @@ def test_wrong_architecture_is_named(tmp_path) -> None:
         load_model("edgeface_xs_gamma_06", tmp_path / "xxs.pt")
 
 
+def test_a_training_file_names_the_network_it_holds(tmp_path) -> None:
+    """model.pt from training.train records its network: a wrong --arch says which to pass,
+    and training.stats reports that network's figures for the file."""
+    path = tmp_path / "model.pt"
+    torch.save({"backbone": get_model("edgeface_xxs").state_dict(), "network": "edgeface_xxs",
+                "step": 7}, path)
+    with pytest.raises(CheckpointMismatch, match=r"holds edgeface_xxs.*--arch edgeface_xxs"):
+        load_model("edgeface_xs_gamma_06", path)
+    assert count_params(load_model("edgeface_xxs", path)) == count_params(get_model("edgeface_xxs"))
+    out = subprocess.run([sys.executable, "-m", "training.stats", str(path), "--json"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    (row,) = json.loads(out)
+    params, mflops = PUBLISHED["edgeface_xxs"]
+    assert "edgeface_xxs" in row["name"]
+    assert row["params_m"] == pytest.approx(params, rel=0.01)
+    assert row["mflops"] == pytest.approx(mflops, rel=0.01)
+
+
 def test_unknown_model_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="edgeface_xs_gamma_06"):
         get_model("edgeface_huge")

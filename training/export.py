@@ -446,6 +446,22 @@ def card_for(*, name: str, arch: str, out: Path, checkpoint: Path, quantize_mode
     return card
 
 
+def check_accuracy_source(accuracy: object, path: str, allowed: set[str]) -> None:
+    """Refuse figures that ``training.evaluate --json`` measured on another model.
+
+    Its JSON names the model it ran (``model.sha256``: the .tflite, or the torch checkpoint);
+    either this export or its source checkpoint is fine. A hand-written summary without that
+    field is taken as it is.
+    """
+    if not isinstance(accuracy, dict):
+        raise ExportError(f"--accuracy {path}: expected a JSON object")
+    model = accuracy.get("model")
+    sha = model.get("sha256") if isinstance(model, dict) else None
+    if sha and sha not in allowed:
+        raise ExportError(f"--accuracy {path} was measured on another model (sha256 {sha[:16]}), "
+                          "not this export or its checkpoint: evaluate this model and pass that")
+
+
 def terms_for(checkpoint_sha: str, args: argparse.Namespace) -> dict:
     authors = checkpoint_sha[:16] in AUTHORS_CHECKPOINTS
     unknown = "unspecified: pass --license / --attribution / --training-data"
@@ -520,6 +536,7 @@ def export(args: argparse.Namespace) -> dict:
             accuracy = json.loads(Path(args.accuracy).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ExportError(f"cannot read --accuracy {args.accuracy}: {e}") from None
+        check_accuracy_source(accuracy, args.accuracy, {file_sha256(out), file_sha256(checkpoint)})
     from edgeface_cam.runtime import load_interpreter
 
     d_in = load_interpreter(out).get_input_details()[0]

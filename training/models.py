@@ -112,15 +112,25 @@ class CheckpointMismatch(ValueError):
     """A checkpoint whose keys or shapes do not fit the architecture."""
 
 
-def read_state_dict(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path) -> tuple[dict, str | None]:
+    """(state_dict, the network name the file records or None).
+
+    Takes a bare state_dict, ``{"state_dict": ...}``, or our training files
+    (``{"backbone": ..., "network": NAME}``: model.pt and checkpoint_rank*.pt).
+    """
     obj = torch.load(path, map_location="cpu", weights_only=False)
+    network = obj.get("network") if isinstance(obj, dict) else None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if isinstance(obj, dict) and "backbone" in obj and isinstance(obj["backbone"], dict):
-        obj = obj["backbone"]  # our training checkpoints
+        obj = obj["backbone"]
     if not isinstance(obj, dict):
         raise CheckpointMismatch(f"{path}: not a state_dict (found {type(obj).__name__})")
-    return obj
+    return obj, network if isinstance(network, str) else None
+
+
+def read_state_dict(path: str | Path) -> dict:
+    return read_checkpoint(path)[0]
 
 
 def _shape(v: object) -> tuple | None:
@@ -158,7 +168,10 @@ def load_model(name: str, checkpoint: str | Path | None = None) -> nn.Module:
         return dequantize(quantized, name)
     model = get_model(name)
     if checkpoint is not None:
-        state = read_state_dict(checkpoint)
+        state, network = read_checkpoint(checkpoint)
+        if network and network != name and network in MODELS:
+            raise CheckpointMismatch(f"{checkpoint} holds {network}, not {name}: "
+                                     f"pass --arch {network}")
         check_state_dict(model, state, str(checkpoint))
         model.load_state_dict(state, strict=True)
     return model.eval()

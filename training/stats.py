@@ -37,8 +37,22 @@ def model_stats(name: str) -> dict:
 
 
 def file_stats(path: Path) -> dict:
-    return {"name": str(path), "params_m": None, "mflops": None,
-            "size_mb": round(path.stat().st_size / 1e6, 3)}
+    """Size of an exported file; for a training ``.pt`` that records its network (model.pt,
+    checkpoint_rank*.pt), that network's parameters and MFLOPs too."""
+    row = {"name": str(path), "params_m": None, "mflops": None,
+           "size_mb": round(path.stat().st_size / 1e6, 3)}
+    if path.suffix in (".pt", ".pth"):
+        from .models import MODELS, read_checkpoint
+
+        try:
+            network = read_checkpoint(path)[1]
+        except Exception:  # not a torch file we can read: its size is all we report
+            network = None
+        if network in MODELS:
+            figures = model_stats(network)
+            row.update(name=f"{path} ({network})", params_m=figures["params_m"],
+                       mflops=figures["mflops"])
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

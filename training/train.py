@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import inspect
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import random
 import runpy
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -222,9 +224,16 @@ class Trainer:
                              rank, world_size).to(self.device)
         self.model: nn.Module = self.backbone
         if world_size > 1:
+            # CPU depthwise-conv grads come back with another stride on a size-1 axis: DDP
+            # warns on every rank and step; the layout is the same, the note is noise.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+            # Buffers are not synced on each forward (EdgeNeXt's are constants); torch 2.14
+            # renamed the switch and warns on every rank for the old name.
+            sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+                    inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers")
             self.model = DistributedDataParallel(
                 self.backbone, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None, broadcast_buffers=False)
+                else None, **{sync: False})
         self.optimizer = torch.optim.AdamW(
             [{"params": self.backbone.parameters()}, {"params": self.pfc.parameters()}],
             lr=cfg.lr, weight_decay=cfg.weight_decay)
