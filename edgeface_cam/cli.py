@@ -440,7 +440,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
     # serve(): READY/WATCHDOG for systemd, SIGTERM/SIGINT stop, SIGHUP reloads the config file.
     stats = serve(settings(cfg), build,
-                  reload_settings=lambda: settings(configmod.load(args.config)))
+                  reload_settings=lambda: settings(load_settings(args)))
     print(stats.summary(), file=sys.stderr)
     return 0
 
@@ -749,6 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="gallery database (default: gallery.path from the config)")
     opts.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                       help="overrides logging.level from the config")
+    opts.add_argument("--model", metavar="PATH",
+                      help="overrides recognizer.model: a .tflite with its .json card beside it")
+    opts.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      dest="settings",
+                      help="overrides one config key, e.g. --set recognizer.threshold=0.4 "
+                           "(repeatable; VALUE is YAML)")
     as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -857,11 +863,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_settings(args: argparse.Namespace) -> Config:
+    """The config file, then the --model / --set flags over it (also on a service reload)."""
+    cfg = configmod.override(configmod.load(args.config), getattr(args, "settings", None))
+    if getattr(args, "model", None):
+        cfg = configmod.replace(cfg, recognizer={"model": args.model})
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         try:
-            cfg: Config | None = configmod.load(args.config)
+            cfg: Config | None = load_settings(args)
         except ConfigError as e:
             if args.command != "doctor":
                 raise

@@ -315,3 +315,28 @@ def replace(config: Config, **sections: dict[str, Any]) -> Config:
                 raise ConfigError(f"command line: {e}") from None
         changed[section] = dataclasses.replace(getattr(config, section), **clean)
     return dataclasses.replace(config, **changed)
+
+
+def override(config: Config, assignments: list[str] | None) -> Config:
+    """Apply ``--set SECTION.KEY=VALUE`` flags (VALUE read as YAML: 0.4, true, null, "0")."""
+    changes: dict[str, dict[str, Any]] = {}
+    for item in assignments or []:
+        name, sep, text = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. "
+                              "--set recognizer.threshold=0.4")
+        if section == "events":
+            raise ConfigError("--set events...: sinks are a list; use --events PATH or "
+                              "edit config.yaml")
+        if section not in RULES:
+            raise ConfigError("--set " + _unknown("", section, [s for s in SECTIONS
+                                                                 if s != "events"]))
+        if key not in RULES[section]:
+            raise ConfigError("--set " + _unknown(f"{section}.", key, list(RULES[section])))
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        changes.setdefault(section, {})[key] = value
+    return replace(config, **changes) if changes else config

@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 from edgeface_cam.cli import build_parser, main
-from tests.conftest import FIXTURES, PEOPLE, ROOT, SCENES
+from tests.conftest import ASSETS, FIXTURES, PEOPLE, ROOT, SCENES
 
 OBAMA, BIDEN = "Barack Obama", "Joe Biden"
 COMMANDS = ["run", "enroll", "list", "remove", "rename", "reembed", "identify", "verify", "demo",
@@ -163,6 +163,25 @@ def test_verify_same_and_different(capsys, gallery_db):
     assert [f["name"] for f in res["faces"]] == [OBAMA, OBAMA]
     code, out, _ = cli(capsys, "verify", a, PEOPLE / "biden" / "biden_2.jpg")
     assert code == 1 and out.startswith("different people")
+
+
+def test_set_and_model_flags_override_the_config(capsys, gallery_db):
+    a, b = PEOPLE / "obama" / "obama_4.jpg", PEOPLE / "obama" / "obama_5.jpg"
+    code, out, _ = cli(capsys, "verify", a, b, "--json")
+    xs = json.loads(out)
+    assert code == 0 and xs["same"] is True
+    # A threshold no pair of photos reaches: the same two photos are now "different".
+    code, out, _ = cli(capsys, "verify", a, b, "--json", "--set", "recognizer.threshold=0.99")
+    strict = json.loads(out)
+    assert code == 1 and strict["same"] is False and strict["threshold"] == 0.99
+    assert strict["similarity"] == pytest.approx(xs["similarity"], abs=1e-6)
+    # Another model gives another similarity for the same pair.
+    code, out, _ = cli(capsys, "verify", a, b, "--json", "--model", ASSETS / "edgeface_xxs.tflite")
+    xxs = json.loads(out)
+    assert code == 0 and xxs["same"] is True
+    assert abs(xxs["similarity"] - xs["similarity"]) > 1e-3
+    code, _, err = cli(capsys, "verify", a, b, "--set", "recognizer.treshold=0.5")
+    assert code == 2 and "did you mean 'threshold'" in err and "Traceback" not in err
 
 
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------

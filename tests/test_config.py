@@ -194,3 +194,27 @@ def test_replace_validates_command_line_overrides():
     assert cfg.detector == Config().detector
     with pytest.raises(ConfigError, match=r"^command line: recognizer\.threshold: 3\.0 is out"):
         configmod.replace(Config(), recognizer={"threshold": 3.0})
+
+
+def test_set_flags_override_keys_with_yaml_values():
+    cfg = configmod.override(Config(), ["recognizer.threshold=0.4", "tracking.cut_threshold=0",
+                                        "camera.source=0", "preview.enabled=false",
+                                        "detector.score_threshold=null"])
+    assert cfg.recognizer.threshold == 0.4 and cfg.tracking.cut_threshold == 0.0
+    assert cfg.camera.source == "0" and cfg.preview.enabled is False
+    assert cfg.detector.score_threshold is None
+    assert configmod.override(Config(), []) == Config()
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("recognizer.treshold=0.4", "did you mean 'threshold'"),
+    ("recogniser.threshold=0.4", "did you mean 'recognizer'"),
+    ("recognizer.threshold", "expected SECTION.KEY=VALUE"),
+    ("threshold=0.4", "expected SECTION.KEY=VALUE"),
+    ("recognizer.threshold=high", "must be a number"),
+    ("tracking.cut_threshold=2", "out of range"),
+    ("events.type=mqtt", "use --events"),
+])
+def test_bad_set_flags_are_one_clear_error(flag, message):
+    with pytest.raises(ConfigError, match=message):
+        configmod.override(Config(), [flag])
