@@ -1,5 +1,6 @@
 """The running system: a capture thread feeding a bounded queue, and a worker that detects,
-aligns, tracks, embeds (only when the tracker asks), matches and emits one event per track.
+aligns, tracks, embeds (only when the tracker asks), matches and emits one event per track (a
+second when a stranger turns out to be enrolled).
 
 Threads: ``run()`` starts the capture thread and does the work in the thread that called it
 (the CLI's main thread). That keeps the OpenCV/Qt preview on the main thread, where GUI toolkits

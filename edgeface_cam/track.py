@@ -11,6 +11,8 @@ as soon as a name has ``confirm_votes`` votes and leads the vote, or as unknown 
 ``unknown_after`` usable embeddings (face quality >= ``min_quality``: a profile or blurred face
 must not make a stranger of someone who turns to the camera a moment later) without a leading
 name; a track that ends (or a run that stops) before either is decided on what it has.
+A track decided unknown that later earns a name the same way (someone walking up from afar:
+small, blurred faces first) is decided once more, as recognised: at most two events a track.
 
 Boxes can pass from one person to another (people crossing, a cut in a video) with a good IoU,
 so each new embedding is also compared with the track's recent ones: below ``split_below``
@@ -19,7 +21,9 @@ cosine the old track ends and the face starts a new one (its own votes, its own 
 small face looking down); after a shot cut (``scene_changed``, see ``shotcut``) every live track
 is re-embedded at once and split below the stricter ``split_after_cut`` (0.3: the same person
 measured >= 0.33 within a shot of the fixture clips bar that one bowed head, and faces of
-different people at most 0.27 at the 99th percentile).
+different people at most 0.27 at the 99th percentile). The same stricter cosine applies when an
+embedding matches an enrolled person other than the one the track is named after (two people
+crossing), since a gallery match is evidence of its own.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Track:
     score: float = 0.0  # mean score of the votes for ``name``
     decided: bool = False
     decided_frame: int | None = None
+    decided_name: str | None = None  # the name of the last decision (None: unknown)
     cut_pending: bool = False  # a shot cut since the last embedding: check who this is
 
     @property
@@ -179,7 +184,9 @@ class Tracker:
             e = np.asarray(embedding, np.float32).reshape(-1)
             e = e / max(float(np.linalg.norm(e)), 1e-12)
             seen = track.appearance
-            limit = self.split_after_cut if track.cut_pending else self.split_below
+            # A match to another enrolled person is evidence of a handover, like a cut is.
+            other = name is not None and track.name is not None and name != track.name
+            limit = (self.split_after_cut if track.cut_pending or other else self.split_below)
             if seen is not None and float(seen @ e) < limit:
                 track = self._split(track)
             track.recent.append(e)
@@ -195,12 +202,13 @@ class Tracker:
         while len(track.votes) > self.vote_window:
             track.votes.popleft()
         self._relabel(track)
+        confirmed = (track.name is not None and sum(
+            1 for v in track.votes if v.name == track.name) >= self.confirm_votes)
         if not track.decided:
-            if track.name is not None:
-                if sum(1 for v in track.votes if v.name == track.name) >= self.confirm_votes:
-                    self._decide(track)
-            elif track.usable >= self.unknown_after:
+            if confirmed or (track.name is None and track.usable >= self.unknown_after):
                 self._decide(track)
+        elif confirmed and track.decided_name is None:
+            self._decide(track)  # decided unknown, now recognised: the second and last event
         return track
 
     def _split(self, old: Track) -> Track:
@@ -227,6 +235,7 @@ class Tracker:
     def _decide(self, track: Track) -> bool:
         track.decided = True
         track.decided_frame = self._frame
+        track.decided_name = track.name
         self._decided.append(track)
         return True
 

@@ -182,6 +182,37 @@ def test_after_a_shot_cut_a_track_is_checked_at_once_and_split_more_readily():
     assert new is not t and not new.cut_pending and tr.tracks == [new]
 
 
+def test_a_match_to_another_enrolled_person_splits_at_the_stricter_cosine():
+    tr = Tracker(split_below=0.1, split_after_cut=0.3, confirm_votes=2)
+    (t,) = tr.update([face(0, 0)], frame=0)
+    ann = _unit(1)
+    tr.observe(t, "ann", 0.6, 0.5, ann)
+    tr.observe(t, "ann", 0.6, 0.5, _at(0.8, ann, 2))
+    assert t.decided and t.name == "ann"
+    # Cosine 0.2 without a name: Ann looking away; with Bob's name: Bob took the box.
+    assert tr.observe(t, None, 0.2, 0.5, _at(0.2, t.appearance, 3)) is t
+    assert tr.observe(t, "bob", 0.4, 0.5, _at(0.6, t.appearance, 4)) is t  # look-alike, same face
+    bob = tr.observe(t, "bob", 0.5, 0.5, _at(0.2, t.appearance, 5))
+    assert bob is not t and bob.name == "bob" and tr.tracks == [bob]
+
+
+def test_a_stranger_who_turns_out_to_be_enrolled_gets_a_second_event():
+    tr = Tracker(unknown_after=3, confirm_votes=2, vote_window=5)
+    (t,) = tr.update([face(0, 0)], frame=0)
+    ann = _unit(1)
+    for i in range(3):  # far away: three usable faces, no match
+        tr.observe(t, None, 0.1, 0.5, _at(0.9, ann, 10 + i))
+    assert [d.event for d in tr.pop_decisions()] == ["unknown"]
+    tr.observe(t, "ann", 0.5, 0.6, _at(0.9, ann, 20))  # closer: one vote is not enough
+    assert tr.pop_decisions() == []
+    tr.observe(t, "ann", 0.6, 0.7, _at(0.9, ann, 21))
+    (d,) = tr.pop_decisions()
+    assert d is t and d.event == "recognized" and d.name == "ann"
+    for i in range(4):  # and that is the last event of this track
+        tr.observe(t, "ann", 0.6, 0.7, _at(0.9, ann, 30 + i))
+    assert tr.pop_decisions() == [] and tr.flush() == []
+
+
 def test_split_ends_an_undecided_track_with_its_votes():
     tr = Tracker(confirm_votes=3)
     (t,) = tr.update([face(0, 0)], frame=0)
