@@ -79,10 +79,14 @@ def test_clip_events_name_the_enrolled_person(recognizer, gallery, shared):
     named = [e for e in sink.events if e["event"] == "recognized"]
     assert named, sink.events
     assert {e["name"] for e in named} == {"Lin-Manuel Miranda"}
-    # One event per track, not one per frame.
-    ids = [e["track_id"] for e in sink.events]
-    assert len(ids) == len(set(ids)) == stats.events
-    assert stats.events <= stats.tracks < 40
+    # One event per track, not one per frame (two when a track first called unknown is named).
+    by_track: dict[int, list[str]] = {}
+    for e in sink.events:
+        by_track.setdefault(e["track_id"], []).append(e["event"])
+    assert all(ev in (["recognized"], ["unknown"], ["unknown", "recognized"])
+               for ev in by_track.values()), by_track
+    assert len(sink.events) == stats.events
+    assert len(by_track) <= stats.tracks < 40
     # He is on stage for most of the clip: one of his events comes from a long, named track
     # (scored well above the gallery's threshold), not a lucky single frame.
     assert max(e["score"] for e in named) > gallery.threshold + 0.1
