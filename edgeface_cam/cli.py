@@ -39,6 +39,7 @@ from .preview import Preview, PreviewUnavailable, display_available
 from .recognize import FaceResult, Recognizer
 from .runtime import RuntimeMissing
 from .service import configure_logging, install_signal_handlers, serve
+from .snapshots import SnapshotStore
 from .sources import IMAGE_SUFFIXES, FrameSource, ImageFolderSource, SourceError, open_source
 
 log = logging.getLogger("edgeface_cam.cli")
@@ -319,13 +320,18 @@ def make_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks:
                   max_frames: int | None = None, preview: Preview | None = None,
                   heartbeat: Callable[[], None] | None = None) -> Pipeline:
     t = app.cfg.tracking
+    folder = app.cfg.snapshots_dir()
+    try:
+        snapshots = SnapshotStore(folder, app.cfg.snapshots.max_files) if folder else None
+    except OSError as e:
+        raise ConfigError(f"snapshots.dir: cannot use {folder}: {e.strerror or e}") from None
     # Files are processed frame by frame (every frame counts in the demo and the bench); live
     # sources drop stale frames so recognition never lags behind the camera.
     return Pipeline(source, app.recognizer, gallery, sinks, embed_every=t.embed_every,
                     vote_window=t.vote_window, iou_threshold=t.iou_threshold, max_age=t.max_age,
                     cut_threshold=t.cut_threshold or None, min_face=app.cfg.detector.min_face,
                     preview=preview, max_frames=max_frames, realtime=source.live,
-                    heartbeat=heartbeat)
+                    snapshots=snapshots, heartbeat=heartbeat)
 
 
 def run_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,

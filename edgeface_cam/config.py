@@ -77,6 +77,12 @@ class PreviewConfig:
 
 
 @dataclass(frozen=True)
+class SnapshotsConfig:
+    dir: str | None = None
+    max_files: int = 1000
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -91,6 +97,7 @@ class Config:
     # Sink specs as given (each a dict with a valid "type"); events.make_sinks checks the rest.
     events: tuple[dict[str, Any], ...] = ()
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the settings came from: a file path, or None for the built-in defaults.
     origin: str | None = None
@@ -106,12 +113,18 @@ class Config:
             return model
         return str(resolve_asset(model))
 
-    def gallery_path(self) -> Path:
-        """Relative gallery paths in a file are relative to that file's folder."""
-        p = Path(self.gallery.path).expanduser()
+    def _beside_origin(self, path: str) -> Path:
+        """Relative paths in a file are relative to that file's folder."""
+        p = Path(path).expanduser()
         if not p.is_absolute() and self.origin:
             p = Path(self.origin).resolve().parent / p
         return p
+
+    def gallery_path(self) -> Path:
+        return self._beside_origin(self.gallery.path)
+
+    def snapshots_dir(self) -> Path | None:
+        return self._beside_origin(self.snapshots.dir) if self.snapshots.dir else None
 
 
 def resolve_asset(path: str) -> Path:
@@ -179,12 +192,13 @@ RULES: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     },
     "gallery": {"path": (STR, None)},
     "preview": {"enabled": ((bool, str), _choice(PREVIEW_CHOICES))},
+    "snapshots": {"dir": (STR + NONE, None), "max_files": (INT, _range(1))},
     "logging": {"level": (STR, _choice(LOG_LEVELS))},
 }
 SECTION_CLASSES = {
     "camera": CameraConfig, "detector": DetectorConfig, "recognizer": RecognizerConfig,
     "tracking": TrackingConfig, "gallery": GalleryConfig, "preview": PreviewConfig,
-    "logging": LoggingConfig,
+    "snapshots": SnapshotsConfig, "logging": LoggingConfig,
 }
 SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name != "origin"]
 

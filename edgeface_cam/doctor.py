@@ -284,6 +284,22 @@ def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
     return Check("gallery", OK, f"{path}: {people} people, integrity ok, WAL")
 
 
+def check_snapshots(folder: str | Path) -> Check:
+    """The event pictures' folder exists and is writable, or can be made (doctor makes nothing)."""
+    folder = Path(folder).expanduser()
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    fix = ("make it writable for the service user (the service may write only under "
+           "/var/lib/edgeface-cam), or set snapshots.dir: null")
+    if existing is None or not existing.is_dir():
+        return Check("snapshots", FAIL, f"{existing or folder} is not a folder", fix)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Check("snapshots", FAIL, f"{existing} is not writable by this user", fix)
+    if existing != folder:
+        return Check("snapshots", OK, f"{folder} will be created at start")
+    pictures = sum(1 for _ in folder.glob("*.jpg"))
+    return Check("snapshots", OK, f"{folder}: writable, {pictures} picture(s)")
+
+
 def check_display(enabled: bool | str = "auto") -> Check:
     if enabled is False:
         return Check("display", OK, "preview off (preview.enabled: false)")
@@ -336,6 +352,10 @@ def main_checks(settings: Config | None, *, config_error: str | None = None,
     db = Path(gallery).expanduser() if gallery else cfg.gallery_path()
     checks.append(_guard("gallery", "check gallery.path",
                          lambda: check_gallery(db, fingerprint)))
+    snaps = cfg.snapshots_dir()
+    if snaps is not None:
+        checks.append(_guard("snapshots", "check snapshots.dir",
+                             lambda: check_snapshots(snaps)))
     checks.append(_guard("display", "set preview.enabled: auto",
                          lambda: check_display(cfg.preview.enabled)))
     return checks

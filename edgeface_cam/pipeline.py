@@ -27,6 +27,7 @@ import numpy as np
 from .recognize import Recognizer
 from .shotcut import DEFAULT_THRESHOLD as DEFAULT_CUT_THRESHOLD
 from .shotcut import ShotCutDetector
+from .snapshots import SnapshotStore, context_crop
 from .track import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Pipeline:
     ``split_after_cut``: see ``track``. ``cut_threshold``: a shot cut (``shotcut``) makes the
     tracker check who each track holds; None turns cut detection off.
     ``max_embeds_per_frame``: caps the embedding work of one frame (None: no cap).
+    ``snapshots``: where each event's picture goes (its path is the event's ``snapshot``).
     ``on_frame(FrameReport)`` after every processed frame; ``heartbeat()`` at least every
     ``heartbeat_interval`` s while the worker is alive, frames or not (watchdog pings).
     """
@@ -147,6 +149,7 @@ class Pipeline:
                  quality_margin: float = 0.1, min_quality: float = 0.3,
                  split_below: float = 0.1, split_after_cut: float = 0.3,
                  cut_threshold: float | None = DEFAULT_CUT_THRESHOLD,
+                 snapshots: SnapshotStore | None = None,
                  max_embeds_per_frame: int | None = 2,
                  refresh_interval: float = 1.0,
                  on_frame: Callable[[FrameReport], None] | None = None,
@@ -162,6 +165,7 @@ class Pipeline:
         self.gallery = gallery
         self.sinks = list(sinks)
         self.preview = preview
+        self.snapshots = snapshots
         self.max_frames = max_frames
         self.realtime = bool(realtime)
         if max_embeds_per_frame is not None and max_embeds_per_frame < 1:
@@ -329,6 +333,8 @@ class Pipeline:
                 now = self.tracker.observe(tr, m.name, float(m.score), q, e)
                 if now is not tr:  # a different person took over the box: a new track
                     tracks[tracks.index(tr)] = now
+                if self.snapshots is not None and q > now.snapshot_quality:
+                    now.snapshot, now.snapshot_quality = context_crop(image, now.face.box), q
             t_match = time.monotonic()
             self.timer.add("embed", t_emb - t_align)
             self.timer.add("embed_face", (t_emb - t_align) / len(todo))
@@ -368,10 +374,14 @@ class Pipeline:
                 "name": tr.name,
                 "score": round(float(tr.score), 4),
             }
+            seen = datetime.now(timezone.utc)
             if frame is not None and getattr(frame, "t", None) is not None:
                 # The capture time, not the emit time: that is when the face was seen.
-                seen = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - frame.t)
+                seen -= timedelta(seconds=time.monotonic() - frame.t)
                 ev["time"] = seen.isoformat(timespec="milliseconds")
+            if self.snapshots is not None:
+                ev["snapshot"] = (self.snapshots.save(tr.snapshot, tr.id, tr.event, seen)
+                                  if tr.snapshot is not None else None)
             self.events += 1
             for sink in self.sinks:
                 try:

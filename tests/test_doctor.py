@@ -279,6 +279,18 @@ def test_gallery_files_of_another_owner_fail(tmp_path, embedder):
 
 
 # --- display -------------------------------------------------------------------------------------
+def test_snapshots_folder_is_checked_only_when_configured(tmp_path):
+    base = {"gallery": {"path": str(tmp_path / "gallery.db")}}
+    assert "snapshots" not in by_name(doctor.main_checks(from_dict(base), camera=False))
+    cfg = from_dict({**base, "snapshots": {"dir": str(tmp_path / "pics")}})
+    got = by_name(doctor.main_checks(cfg, camera=False))["snapshots"]
+    assert got.status == OK and "will be created" in got.detail
+    assert not (tmp_path / "pics").exists()  # doctor creates nothing
+    (tmp_path / "file").write_text("x")
+    bad = doctor.check_snapshots(tmp_path / "file" / "pics")
+    assert bad.status == "fail" and "not a folder" in bad.detail and bad.fix
+
+
 def test_display(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
