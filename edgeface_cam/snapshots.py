@@ -42,7 +42,7 @@ def context_crop(image: np.ndarray, box: np.ndarray, context: float = CONTEXT,
         crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)),
                                  max(1, round(crop.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(crop)
+    return crop.copy()  # never a view: it must not keep (or see changes to) the frame buffer
 
 
 class SnapshotStore:
