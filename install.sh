@@ -24,7 +24,8 @@ usage() {
   cat <<EOF
 Install edgeface-cam: a Python venv under PREFIX, a system user '$USER_NAME', the config in
 /etc/$NAME/config.yaml (kept on upgrade), the gallery folder /var/lib/$NAME (0700), the command
-/usr/local/bin/$NAME and the systemd unit $NAME.service (enabled and started).
+/usr/local/bin/$NAME and the systemd unit $NAME.service (enabled and started), plus
+$NAME@.service for more cameras (systemctl enable --now $NAME@door: /etc/$NAME/door.yaml).
 
 Usage: sudo ./install.sh [options]
 
@@ -83,12 +84,14 @@ if ((SYSTEM)); then
   LOG_DIR=/var/log/$NAME
   COMMAND=/usr/local/bin/$NAME
   UNIT=/etc/systemd/system/$NAME.service
+  TEMPLATE=/etc/systemd/system/$NAME@.service
 else
   CONF_DIR=$PREFIX/etc
   DATA_DIR=$PREFIX/data
   LOG_DIR=
   COMMAND=$PREFIX/bin/$NAME
   UNIT=
+  TEMPLATE=
 fi
 CONF=$CONF_DIR/config.yaml
 
@@ -100,13 +103,22 @@ systemd_running() { [ -d /run/systemd/system ] && command -v systemctl >/dev/nul
 # --- uninstall -------------------------------------------------------------------------------
 uninstall() {
   if ((SYSTEM)); then
+    if [ -f "$TEMPLATE" ]; then
+      say "removing the per-camera services"
+      for link in /etc/systemd/system/*.wants/"$NAME"@*.service; do
+        [ -L "$link" ] || continue
+        if systemd_running; then systemctl disable --now "$(basename "$link")" || true; fi
+        rm -f "$link"
+      done
+      rm -f "$TEMPLATE"
+    fi
     if [ -f "$UNIT" ]; then
       say "removing the service"
       if systemd_running; then systemctl disable --now "$NAME.service" || true
       else systemctl disable "$NAME.service" 2>/dev/null || true; fi
       rm -f "$UNIT"
-      if systemd_running; then systemctl daemon-reload; fi
     fi
+    if systemd_running; then systemctl daemon-reload; fi
     if [ -L "$COMMAND" ] && [[ $(readlink "$COMMAND") == "$PREFIX"/* ]]; then rm -f "$COMMAND"; fi
   fi
   say "removing $SRC, $VENV"
@@ -311,6 +323,11 @@ if ((SERVICE)); then
   sed "s|/opt/$NAME|$PREFIX|g" "$SRC/systemd/$NAME.service" > "$UNIT.new"
   chmod 0644 "$UNIT.new"
   mv "$UNIT.new" "$UNIT"
+  # The same unit per extra camera (not enabled): docs/deploy.md, "Several cameras".
+  sed -e "s|/opt/$NAME|$PREFIX|g" -f "$SRC/systemd/instance-unit.sed" \
+    "$SRC/systemd/$NAME.service" > "$TEMPLATE.new"
+  chmod 0644 "$TEMPLATE.new"
+  mv "$TEMPLATE.new" "$TEMPLATE"
   if systemd_running; then
     systemctl daemon-reload
     systemctl enable "$NAME.service" >/dev/null 2>&1

@@ -175,6 +175,7 @@ NAMESPACE_SCRIPT = textwrap.dedent(r"""
     stat -c '%a %U %G' /var/lib/edgeface-cam > "$R/data.stat"
     readlink /usr/local/bin/edgeface-cam > "$R/link"
     cp /etc/systemd/system/edgeface-cam.service "$R/unit"
+    cp /etc/systemd/system/edgeface-cam@.service "$R/template"
     readlink /etc/systemd/system/multi-user.target.wants/edgeface-cam.service > "$R/wants"
     "$P/venv/bin/python" -c "from edgeface_cam import config; print(config.load().gallery_path())" \
       > "$R/gallery.path"
@@ -186,11 +187,15 @@ NAMESPACE_SCRIPT = textwrap.dedent(r"""
     step list runuser -u edgeface -- "$cmd" list --json
     step doctor "$cmd" doctor
     ls -A /var/lib/edgeface-cam > "$R/data.after_doctor"
+    systemctl enable edgeface-cam@door.service > "$R/enable_door.out" 2>&1
+    ls /etc/systemd/system/multi-user.target.wants > "$R/wants.door"
     step uninstall bash "$REPO/install.sh" --prefix "$P" --uninstall
     ls -A /var/lib/edgeface-cam > "$R/data.after_uninstall"
     ls -A /etc/edgeface-cam > "$R/conf.after_uninstall"
-    for f in "$P" /usr/local/bin/edgeface-cam /etc/systemd/system/edgeface-cam.service; do
-      [ -e "$f" ] && echo "$f"; done > "$R/left.after_uninstall"
+    for f in "$P" /usr/local/bin/edgeface-cam /etc/systemd/system/edgeface-cam.service \
+        /etc/systemd/system/edgeface-cam@.service \
+        /etc/systemd/system/multi-user.target.wants/edgeface-cam@door.service; do
+      { [ -e "$f" ] || [ -L "$f" ]; } && echo "$f"; done > "$R/left.after_uninstall"
     step purge bash "$REPO/install.sh" --prefix "$P" --purge
     for f in /etc/edgeface-cam /var/lib/edgeface-cam; do [ -e "$f" ] && echo "$f"; done \
       > "$R/left.after_purge"
@@ -256,6 +261,9 @@ def test_system_install_user_config_unit_uninstall_purge(tmp_path):
     assert f"ExecStart={prefix}/venv/bin/edgeface-cam run" in unit
     assert "/opt/edgeface-cam" not in unit
     assert read("wants") == "/etc/systemd/system/edgeface-cam.service"  # enabled
+    template = read("template")  # one more service per extra camera, not enabled
+    assert f"ExecStart={prefix}/venv/bin/edgeface-cam run" in template
+    assert "EDGEFACE_CAM_CONFIG=%E/edgeface-cam/%i.yaml" in template
     assert read("gallery.path") == "/var/lib/edgeface-cam/gallery.db"
     ok("enroll")  # as the service user, while the service could be running
     assert read("gallery.owner") == "edgeface"
@@ -266,6 +274,7 @@ def test_system_install_user_config_unit_uninstall_purge(tmp_path):
     # doctor as root reads the gallery without leaving root-owned WAL files behind.
     assert read("data.after_doctor") == "gallery.db"
     assert "OK    gallery" in read("doctor.out")
+    assert "edgeface-cam@door.service" in read("wants.door").split()  # a user's extra camera
     ok("uninstall")
     assert read("data.after_uninstall") == "gallery.db"
     assert "config.yaml" in read("conf.after_uninstall").split()

@@ -54,6 +54,29 @@ def test_verify_prints_nothing(tmp_path):
 
 
 @needs_analyze
+def test_per_camera_template_verifies_and_reads_its_own_config(tmp_path):
+    """install.sh makes edgeface-cam@.service with systemd/instance-unit.sed: the instance runs
+    the same program with /etc/edgeface-cam/INSTANCE.yaml."""
+    unit = unit_with_runnable_exec(tmp_path)
+    r = subprocess.run(["sed", "-f", str(ROOT / "systemd" / "instance-unit.sed"), str(unit)],
+                       capture_output=True, text=True, check=True)
+    template = r.stdout
+    assert "Environment=EDGEFACE_CAM_CONFIG=%E/edgeface-cam/%i.yaml" in template
+    assert not [ln for ln in template.splitlines()
+                if "config.yaml" in ln and not ln.startswith("#")]
+    assert "Description=edgeface-cam face recognition, camera %i" in template
+    # Everything but those two lines is the main unit's.
+    changed = [(a, b) for a, b in zip(unit.read_text().splitlines(), template.splitlines(),
+                                      strict=True) if a != b]
+    assert len(changed) == 2, changed
+    instance = tmp_path / "edgeface-cam@door.service"
+    instance.write_text(template)
+    v = subprocess.run([analyze, "verify", str(instance)], capture_output=True, text=True,
+                       timeout=60)
+    assert (v.returncode, v.stdout + v.stderr) == (0, "")
+
+
+@needs_analyze
 def test_verify_catches_a_broken_unit(tmp_path):
     """The check above can fail: a typo in a key is reported."""
     unit = unit_with_runnable_exec(tmp_path)
