@@ -275,3 +275,17 @@ def test_torchrun_two_ranks_learn_shard_and_resume(people_rec, tmp_path):
     losses_twice = [r["loss"] for r in _rows(twice / "log.csv") if int(r["step"]) > 175]
     assert len(losses_once) == 5
     np.testing.assert_allclose(np.float64(losses_twice), np.float64(losses_once), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
+    """scripts/gpu_check.sh is what a lent GPU runs first: its CPU dry run takes the same path
+    (synthetic RecordIO, torchrun, XS config, resume, summary) so no GPU minutes go to a typo."""
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path / "check"), "PYTHON": sys.executable,
+           "PYTHONPATH": str(ROOT), "STEPS": "4", "IMAGES": "200"}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    summary = r.stdout.strip().splitlines()[-1]
+    assert summary.startswith("gpu_check: ranks=2 fp16=False steps=5 "), summary
+    assert float(summary.split("images_per_s_median=")[1].split()[0]) > 0
