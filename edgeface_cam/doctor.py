@@ -155,15 +155,22 @@ def check_detector(backend: str = "yunet", model: str | None = None, input_width
     return Check("detector", OK, f"{backend} finds the face in {Path(image).name}")
 
 
-def service_active(name: str = SERVICE) -> bool:
+SYSTEMD_RUN = Path("/run/systemd/system")  # exists when systemd is the init system
+
+
+def active_services() -> list[str]:
+    """The running edgeface-cam units: the main one and per-camera instances (edgeface-cam@X)."""
     systemctl = shutil.which("systemctl")
-    if not systemctl or not Path("/run/systemd/system").is_dir():
-        return False
+    if not systemctl or not SYSTEMD_RUN.is_dir():
+        return []
     try:
-        return subprocess.run([systemctl, "is-active", "--quiet", name], timeout=5,
-                              check=False).returncode == 0
+        out = subprocess.run([systemctl, "list-units", "--type=service", "--state=active",
+                              "--plain", "--no-legend", f"{SERVICE}.service",
+                              f"{SERVICE}@*.service"], timeout=5, check=False,
+                             capture_output=True, text=True).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return []
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
 def check_source(spec: str, width: int | None = None, height: int | None = None,
@@ -174,9 +181,12 @@ def check_source(spec: str, width: int | None = None, height: int | None = None,
     spec = str(spec)
     fix = ("set camera.source (a camera index, /dev/videoN, picamera2, a URL or a file); "
            "list cameras with: v4l2-ctl --list-devices; the user needs the group video")
-    if (spec.isdigit() or spec.lower().startswith(_DEVICE_PREFIXES)) and service_active():
-        return Check("camera", WARN, f"{spec} not opened: the {SERVICE} service is running and "
-                     "holds it", f"sudo systemctl stop {SERVICE}, then doctor again")
+    running = (active_services() if spec.isdigit() or spec.lower().startswith(_DEVICE_PREFIXES)
+               else [])
+    if running:
+        units = " ".join(u.removesuffix(".service") for u in running)
+        return Check("camera", WARN, f"{spec} not opened: {units} running, which may hold it",
+                     f"sudo systemctl stop {units}, then doctor again")
     box: dict[str, Any] = {}
 
     def grab() -> None:

@@ -31,7 +31,10 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr("edgeface_cam.config.SYSTEM_CONFIG", tmp_path / "no-etc.yaml")
     # Tests must not depend on (or stop) a service that happens to run on this machine.
-    monkeypatch.setattr(doctor, "service_active", lambda name=doctor.SERVICE: False)
+    monkeypatch.setattr(doctor, "active_services", lambda: [])
+
+
+REAL_ACTIVE_SERVICES = doctor.active_services  # before the fixture above replaces it
 
 
 def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
@@ -192,6 +195,25 @@ def test_source_that_never_gives_a_frame_times_out(monkeypatch):
     assert closed.is_set()  # the wait was ended, no thread left spinning
 
 
+def test_active_services_lists_the_main_unit_and_camera_instances(tmp_path, monkeypatch):
+    """Parses what `systemctl list-units --plain --no-legend` prints (a stand-in systemctl that
+    also records the patterns it was asked for)."""
+    fake = tmp_path / "systemctl"
+    fake.write_text("#!/bin/sh\necho \"$@\" > " + str(tmp_path / "args") + "\n"
+                    "echo 'edgeface-cam.service loaded active running edgeface-cam face "
+                    "recognition'\n"
+                    "echo 'edgeface-cam@door.service loaded active running edgeface-cam face "
+                    "recognition, camera door'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: str(fake))
+    monkeypatch.setattr(doctor, "SYSTEMD_RUN", tmp_path)
+    assert REAL_ACTIVE_SERVICES() == ["edgeface-cam.service", "edgeface-cam@door.service"]
+    args = (tmp_path / "args").read_text().split()
+    assert "edgeface-cam@*.service" in args and "--state=active" in args
+    monkeypatch.setattr(doctor, "SYSTEMD_RUN", tmp_path / "not-booted-with-systemd")
+    assert REAL_ACTIVE_SERVICES() == []
+
+
 def test_camera_held_by_the_running_service_is_not_opened(monkeypatch):
     from edgeface_cam import sources
 
@@ -203,10 +225,12 @@ def test_camera_held_by_the_running_service_is_not_opened(monkeypatch):
 
     real_open = sources.open_source
     monkeypatch.setattr(sources, "open_source", spy)
-    monkeypatch.setattr(doctor, "service_active", lambda name=doctor.SERVICE: True)
+    monkeypatch.setattr(doctor, "active_services",
+                        lambda: ["edgeface-cam.service", "edgeface-cam@door.service"])
     for device in ("/dev/video0", "0", "picamera2"):
         c = doctor.check_source(device)
-        assert c.status == WARN and "systemctl stop" in c.fix
+        assert c.status == WARN
+        assert c.fix.startswith("sudo systemctl stop edgeface-cam edgeface-cam@door,")
     assert opened == []
     assert doctor.check_source(str(CLIP)).status == OK  # files are not held
     assert opened == [str(CLIP)]
