@@ -871,8 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(args: argparse.Namespace) -> Config:
     """The config file, then the --model / --set flags over it (also on a service reload)."""
-    cfg = configmod.override(configmod.load(args.config), getattr(args, "settings", None))
-    if getattr(args, "model", None):
+    cfg = configmod.override(configmod.load(args.config), args.settings)
+    if args.model:
         cfg = configmod.replace(cfg, recognizer={"model": args.model})
     return cfg
 

@@ -227,6 +227,11 @@ def _is_wal(path: Path) -> bool:
     return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
+def _nearest_existing(path: Path) -> Path | None:
+    """``path`` or its closest existing parent: where a folder we would create must be writable."""
+    return next((p for p in [path, *path.parents] if p.exists()), None)
+
+
 def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
     """integrity_check, WAL mode, a writable folder, and files all owned by the folder's owner
     (a WAL file created by root locks the service out)."""
@@ -237,7 +242,7 @@ def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
     folder = path.parent
     try:
         if not path.exists():
-            existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+            existing = _nearest_existing(folder)
             if existing is None or not os.access(existing, os.W_OK):
                 return Check("gallery", FAIL, f"no gallery yet and {existing} is not writable",
                              f"create {folder} writable for the service user, or set "
@@ -297,7 +302,7 @@ def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
 def check_snapshots(folder: str | Path) -> Check:
     """The event pictures' folder exists and is writable, or can be made (doctor makes nothing)."""
     folder = Path(folder).expanduser()
-    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    existing = _nearest_existing(folder)
     fix = ("make it writable for the service user (the service may write only under "
            "/var/lib/edgeface-cam), or set snapshots.dir: null")
     if existing is None or not existing.is_dir():

@@ -333,8 +333,8 @@ class Pipeline:
                 now = self.tracker.observe(tr, m.name, float(m.score), q, e)
                 if now is not tr:  # a different person took over the box: a new track
                     tracks[tracks.index(tr)] = now
-                if self.snapshots is not None and q > now.snapshot_quality:
-                    now.snapshot, now.snapshot_quality = context_crop(image, now.face.box), q
+                if self.snapshots is not None and q >= now.best_quality:  # a new best face
+                    now.snapshot = context_crop(image, now.face.box)
             t_match = time.monotonic()
             self.timer.add("embed", t_emb - t_align)
             self.timer.add("embed_face", (t_emb - t_align) / len(todo))

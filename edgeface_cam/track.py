@@ -68,7 +68,6 @@ class Track:
     decided_name: str | None = None  # the name of the last decision (None: unknown)
     cut_pending: bool = False  # a shot cut since the last embedding: check who this is
     snapshot: np.ndarray | None = None  # picture of the best face so far (pipeline-owned)
-    snapshot_quality: float = -1.0
 
     @property
     def box(self) -> np.ndarray:

@@ -129,9 +129,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict, str | None]:
     return obj, network if isinstance(network, str) else None
 
 
-def read_state_dict(path: str | Path) -> dict:
-    return read_checkpoint(path)[0]
-
 
 def _shape(v: object) -> tuple | None:
     return tuple(v.shape) if isinstance(v, torch.Tensor) else None
