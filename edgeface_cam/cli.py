@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from . import __version__, doctor
 from . import config as configmod
+from .compat import quiet_opencv
 from .config import ASSETS, LOG_LEVELS, Config, ConfigError
 from .detect import Detector, make_detector
 from .embed import Embedder, SelfTestFailed, file_sha256
@@ -888,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg, args.config_error = None, str(e)
         configure_logging(args.log_level or (cfg.logging.level if cfg else "INFO"))
         # OpenCV's own C++ warnings (e.g. the DNN engine's target notice) are noise to a user.
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        quiet_opencv()
         return int(args.func(args, cfg))
     except USER_ERRORS as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)

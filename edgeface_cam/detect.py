@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .align import POINT_NAMES
+from .compat import opencv_errors_only
 from .paths import ASSETS
 
 YUNET_MODEL = ASSETS / "face_detection_yunet_2023mar.onnx"
@@ -64,17 +65,10 @@ class YuNetDetector(Detector):
         self.min_face = float(min_face)
         # OpenCV 5 warns on every create that its new DNN engine ignores the (default) target:
         # noise in every log, nothing to act on. Silence warnings for this call only.
-        logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
-        level = logging_api.getLogLevel() if logging_api else None
-        if logging_api:
-            logging_api.setLogLevel(logging_api.LOG_LEVEL_ERROR)
-        try:
+        with opencv_errors_only():
             self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320),
                                                   float(score_threshold), float(nms_threshold),
                                                   int(top_k))
-        finally:
-            if logging_api:
-                logging_api.setLogLevel(level)
         self._size: tuple[int, int] | None = None
 
     def detect(self, image: np.ndarray) -> list[Face]:

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from . import config as configmod
+from .compat import quiet_opencv
 from .config import ASSETS, Config, ConfigError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", metavar="PATH", help="gallery file (default: from the config)")
     parser.add_argument("--no-camera", action="store_true", help="do not open the camera")
     args = parser.parse_args(argv)
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV's noise
+    quiet_opencv()
     settings: Config | None
     error = None
     try:
