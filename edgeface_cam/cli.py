@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__, doctor
+from . import __version__, doctor, selftest
 from . import config as configmod
 from .compat import quiet_opencv
 from .config import ASSETS, LOG_LEVELS, Config, ConfigError
@@ -109,6 +109,7 @@ class App:
 
     @cached_property
     def recognizer(self) -> Recognizer:
+        selftest.check(self.detector, self.embedder)  # a wrong numpy/OpenCV/LiteRT stops here
         return Recognizer(self.detector, self.embedder)
 
     def gallery(self, create: bool = True) -> Gallery | None:

@@ -156,6 +156,26 @@ def check_detector(backend: str = "yunet", model: str | None = None, input_width
     return Check("detector", OK, f"{backend} finds the face in {Path(image).name}")
 
 
+def check_whole_path(model: str | Path, backend: str = "yunet", detector_model: str | None = None,
+                     input_width: int = 640, score_threshold: float | None = None) -> Check:
+    """Detection, alignment, warp and embedding of the bundled self-test face, each against its
+    recorded result: names the stage where numpy, OpenCV or LiteRT computes wrongly."""
+    from .detect import make_detector
+    from .embed import Embedder
+    from .selftest import stages
+
+    det = make_detector(backend, model=detector_model, input_width=input_width,
+                        score_threshold=score_threshold, min_face=0)
+    results = stages(det, Embedder(model, num_threads=1, self_test=False))
+    bad = [s for s in results if not s.ok]
+    if bad:
+        return Check("full path", FAIL, "; ".join(f"{s.name}: {s.detail}" for s in bad),
+                     "this numpy/OpenCV/LiteRT build computes wrongly on this CPU: install the "
+                     "versions the README names (pip install -U numpy opencv-python ai-edge-litert)")
+    return Check("full path", OK, "; ".join(f"{s.name} ok" for s in results)
+                 + f" ({results[-1].detail.split(' to ')[0].split()[-1]} cosine)")
+
+
 SYSTEMD_RUN = Path("/run/systemd/system")  # exists when systemd is the init system
 
 
@@ -356,6 +376,9 @@ def main_checks(settings: Config | None, *, config_error: str | None = None,
     checks.append(_guard("detector", "check the detector settings", lambda: check_detector(
         d.backend, cfg.detector_model(), d.input_width, d.score_threshold,
         _demo_photo() if d.backend == "yunet" else None)))
+    if model.is_file():
+        checks.append(_guard("full path", "reinstall", lambda: check_whole_path(
+            model, d.backend, cfg.detector_model(), d.input_width, d.score_threshold)))
     if camera:
         c = cfg.camera
         checks.append(_guard("camera", "check camera.source", lambda: check_source(
