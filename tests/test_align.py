@@ -18,6 +18,8 @@ from edgeface_cam.align import (
 )
 from tests.conftest import FIXTURES, PEOPLE
 
+pytestmark = pytest.mark.device
+
 # The ArcFace template as published (REFERENCE.md), typed in here, not read from the code.
 ARCFACE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                     [41.5493, 92.3655], [70.7299, 92.2041]])

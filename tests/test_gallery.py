@@ -21,6 +21,8 @@ from edgeface_cam import gallery as gallery_mod
 from edgeface_cam.gallery import DEFAULT_THRESHOLD, Gallery, GalleryError
 from tests.conftest import ASSETS, PEOPLE, ROOT
 
+pytestmark = pytest.mark.device
+
 D = 512
 FP = "a" * 64  # a model fingerprint (sha256 hex)
 OTHER_FP = "b" * 64

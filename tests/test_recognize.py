@@ -17,6 +17,8 @@ from edgeface_cam.recognize import (
 
 from .conftest import ASSETS, PEOPLE, SCENES
 
+pytestmark = pytest.mark.device
+
 MODEL = ASSETS / "edgeface_xs.tflite"
 
 

@@ -10,6 +10,8 @@ from edgeface_cam.shotcut import ShotCutDetector
 
 from .conftest import VIDEO
 
+pytestmark = pytest.mark.device
+
 # Checked by eye: lin_manuel_miranda_clip.mp4 cuts to a new shot at these frames (0-based:
 # the first frame of the new shot): stage -> audience, audience -> stage, stage -> audience.
 # street_scene.mp4 is one continuous shot.

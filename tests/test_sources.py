@@ -25,6 +25,8 @@ from edgeface_cam.sources import (
 )
 from tests.conftest import FIXTURES, PEOPLE, VIDEO
 
+pytestmark = pytest.mark.device
+
 CLIP = VIDEO / "lin_manuel_miranda_clip.mp4"
 CLIP_FRAMES = 275  # fixtures/README.md
 

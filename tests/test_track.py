@@ -8,6 +8,8 @@ import pytest
 from edgeface_cam.detect import Face
 from edgeface_cam.track import Tracker, iou_matrix
 
+pytestmark = pytest.mark.device
+
 
 def face(x: float, y: float, w: float = 80, h: float = 100) -> Face:
     box = np.array([x, y, w, h], np.float32)
