@@ -28,7 +28,6 @@ import argparse
 import os
 import pwd
 import shutil
-import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable
@@ -240,25 +239,20 @@ def _owner(st: os.stat_result) -> str:
         return str(st.st_uid)
 
 
-def _is_wal(path: Path) -> bool:
-    """WAL mode is recorded in the file header (bytes 18-19 = 2, see sqlite.org/fileformat2);
-    read there because an immutable connection reports "delete" whatever the file says."""
-    with open(path, "rb") as f:
-        header = f.read(20)
-    return len(header) == 20 and header[18] == 2 and header[19] == 2
-
-
 def _nearest_existing(path: Path) -> Path | None:
     """``path`` or its closest existing parent: where a folder we would create must be writable."""
     return next((p for p in [path, *path.parents] if p.exists()), None)
 
 
 def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
-    """integrity_check, WAL mode, a writable folder, and files all owned by the folder's owner
-    (a WAL file created by root locks the service out)."""
-    from .gallery import SCHEMA_VERSION
-
+    """A writable folder, files all owned by the folder's owner (a WAL file created by root
+    locks the service out), then what the gallery package's read-only ``inspect`` finds."""
     path = Path(path).expanduser()
+    problem = _gallery_files(path)
+    return problem if problem is not None else _gallery_contents(path, fingerprint)
+
+
+def _gallery_files(path: Path) -> Check | None:
     as_user = f"run doctor as the service user: sudo -u edgeface {SERVICE} doctor"
     folder = path.parent
     try:
@@ -282,42 +276,32 @@ def check_gallery(path: str | Path, fingerprint: str | None = None) -> Check:
                          f"to {_owner(dst)}: the other user cannot open it",
                          f"sudo chown {_owner(dst)}: {folder}/*  (and enrol with "
                          f"sudo -u {_owner(dst)})")
-    # mode=ro still creates -wal/-shm files when they are missing, which as root would lock the
-    # service out. So: ro only as the owner while they exist (someone has the gallery open: its
-    # WAL must be read); otherwise immutable=1, which reads the main file and creates nothing.
-    mine = path.stat().st_uid == os.geteuid()
-    in_use = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
-    uri = f"{path.resolve().as_uri()}?mode=ro{'' if mine and in_use else '&immutable=1'}"
+    return None
+
+
+def _gallery_contents(path: Path, fingerprint: str | None) -> Check:
+    from .gallery import SCHEMA_VERSION, GalleryError, inspect
+
+    restore = "restore the gallery from a backup, or move it away and enrol again"
     try:
-        db = sqlite3.connect(uri, uri=True, timeout=5)
-        try:
-            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            people = db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
-            # A read-only count rather than gallery.Gallery.stale(): Gallery opens read-write.
-            stale = 0 if fingerprint is None else db.execute(
-                "SELECT COUNT(*) FROM embeddings WHERE model_fingerprint != ?",
-                [fingerprint]).fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error as e:
-        return Check("gallery", FAIL, f"{path}: {_one_line(e)}",
-                     "restore the gallery from a backup, or move it away and enrol again")
-    if integrity != "ok":
-        return Check("gallery", FAIL, f"{path}: integrity_check says {integrity!r}",
-                     "restore the gallery from a backup, or move it away and enrol again")
-    if version != SCHEMA_VERSION:
-        return Check("gallery", WARN, f"{path}: schema version {version}, this program "
+        report = inspect(path, fingerprint)
+    except GalleryError as e:
+        return Check("gallery", FAIL, _one_line(e), restore)
+    if report.integrity != "ok":
+        return Check("gallery", FAIL, f"{path}: integrity_check says {report.integrity!r}",
+                     restore)
+    if report.stale:  # every face of those embeddings is called unknown
+        return Check("gallery", FAIL, f"{path}: {report.stale} face embedding(s) from another "
+                     "model are ignored", f"sudo -u edgeface {SERVICE} reembed")
+    if not report.current:
+        return Check("gallery", WARN, f"{path}: schema version {report.version}, this program "
                      f"writes {SCHEMA_VERSION}", "open it once with this version's "
                      f"`{SERVICE} list` (as the service user) to upgrade it")
-    if not _is_wal(path):
+    if not report.wal:
         return Check("gallery", WARN, f"{path}: not in WAL mode (the CLI cannot write while "
                      "the service reads)",
                      f"open it once as the service user (`{SERVICE} list`) to switch to WAL")
-    if stale:
-        return Check("gallery", WARN, f"{path}: {stale} face embedding(s) from another model "
-                     "are ignored", f"sudo -u edgeface {SERVICE} reembed")
-    return Check("gallery", OK, f"{path}: {people} people, integrity ok, WAL")
+    return Check("gallery", OK, f"{path}: {report.people} people, integrity ok, WAL")
 
 
 def check_snapshots(folder: str | Path) -> Check:

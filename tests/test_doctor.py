@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -258,10 +259,22 @@ def test_gallery_open_in_the_service_is_read_with_its_wal(tmp_path, embedder):
     assert c.status == OK and "2 people" in c.detail
 
 
-def test_gallery_embeddings_of_another_model_warn(tmp_path, embedder):
+def test_gallery_embeddings_of_another_model_fail(tmp_path, embedder):
+    """Faces enrolled with another model are all called unknown: that fails (issue 12 #2)."""
     db = enrolled_gallery(tmp_path / "gallery.db", embedder, fingerprint="0" * 64)
     c = doctor.check_gallery(db, embedder.fingerprint)
-    assert c.status == WARN and "another model" in c.detail and "reembed" in c.fix
+    assert c.status == FAIL and "1 face embedding(s) from another model" in c.detail
+    assert "reembed" in c.fix
+
+
+def test_gallery_of_somebody_else_fails_and_is_left_as_it_was(tmp_path):
+    db = tmp_path / "gallery.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE notes(x)")
+    before = db.read_bytes()
+    c = doctor.check_gallery(db)
+    assert c.status == FAIL and "not an edgeface-cam gallery" in c.detail
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [db.name]
 
 
 def test_corrupt_gallery_fails(tmp_path, embedder):

@@ -17,12 +17,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeface_cam import gallery as gallery_mod
-from edgeface_cam.gallery import DEFAULT_THRESHOLD, Gallery, GalleryError
+from edgeface_cam.config import RecognizerConfig
+from edgeface_cam.gallery import Gallery, GalleryError
+from edgeface_cam.gallery import store as gallery_mod
 from tests.conftest import ASSETS, PEOPLE, ROOT
 
 pytestmark = pytest.mark.device
 
+DEFAULT_THRESHOLD = RecognizerConfig().threshold  # recognizer.threshold's one definition
 D = 512
 FP = "a" * 64  # a model fingerprint (sha256 hex)
 OTHER_FP = "b" * 64
