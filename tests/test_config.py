@@ -24,31 +24,66 @@ def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
     return path
 
 
+def load_error(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """Write ``text`` as a config file; the path and the ConfigError loading it gives."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        configmod.load(path)
+    return path, str(e.value)
+
+
 def test_repo_config_yaml_is_exactly_the_builtin_defaults():
     data = yaml.safe_load(CONFIG_YAML.read_text())
     loaded = configmod.from_dict(data, "config.yaml")
     assert dataclasses.replace(loaded, origin=None) == Config()
     # Every section and key the loader knows appears in the file.
     assert set(data) == set(configmod.SECTIONS)
-    for section, keys in configmod.RULES.items():
-        assert set(data[section]) == set(keys), section
+    for section, keys in configmod.KEYS.items():
+        assert list(data[section]) == list(keys), section  # same keys, same order
+
+
+def key_comments() -> dict[tuple[str, str], str]:
+    """(section, key) -> the comment lines right above it in config.yaml (camera height and fps
+    share width's)."""
+    lines = CONFIG_YAML.read_text().splitlines()
+    out, section = {}, ""
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)([a-z_]+):", line)
+        if not m:
+            continue
+        if not m.group(1):
+            section = m.group(2)
+        j = i - 1
+        while m.group(2) in {"height", "fps"} and re.match(r"^ +(width|height|fps):", lines[j]):
+            j -= 1
+        block = []
+        while j >= 0 and lines[j].strip().startswith("#"):
+            block.insert(0, lines[j].strip())
+            j -= 1
+        out[(section, m.group(2)) if m.group(1) else (m.group(2), "")] = "\n".join(block)
+    return out
 
 
 def test_every_key_in_config_yaml_has_a_comment_above_it():
     """Each key sits right under a comment; only camera height and fps share width's."""
-    shares_previous = {"height", "fps"}
-    lines = CONFIG_YAML.read_text().splitlines()
-    keys = [(i, m.group(1)) for i, line in enumerate(lines)
-            if (m := re.match(r"^ *([a-z_]+):", line))]
-    documented = set()
-    for i, key in keys:
-        j = i - 1
-        while key in shares_previous and re.match(r"^ +(width|height|fps):", lines[j]):
-            j -= 1
-        if j >= 0 and lines[j].strip().startswith("#"):
-            documented.add(key)
-    expected = {k for keys in configmod.RULES.values() for k in keys} | {"events"}
+    documented = {k for k, block in key_comments().items() if block}
+    expected = {(s, k) for s, keys in configmod.KEYS.items() for k in keys} | {("events", "")}
     assert expected <= documented, sorted(expected - documented)
+
+
+def test_config_yaml_comments_state_the_definitions_bounds_and_choices():
+    comments = key_comments()
+    for section, keys in configmod.KEYS.items():
+        for name, key in keys.items():
+            assert key.doc and "\n" not in key.doc, key.path
+            block = comments[(section, name)]
+            numbers = set(re.findall(r"-?\d+(?:\.\d+)?", block))
+            bounds = {str(b) for b in (key.lo, key.hi) if b is not None}
+            bounds |= {str(value) for value, _ in key.special}
+            assert bounds <= numbers, (key.path, sorted(bounds - numbers), block)
+            for choice in key.choices:
+                shown = str(choice).lower() if isinstance(choice, bool) else str(choice)
+                assert shown in block, (key.path, shown)
 
 
 def test_threshold_comment_names_the_far_it_was_chosen_for():
@@ -87,10 +122,7 @@ def test_default_config_runs_here_with_the_bundled_assets():
     ("gallery: /tmp/x.db\n", "gallery", "mapping"),
 ])
 def test_bad_values_name_the_file_the_key_and_what_is_allowed(tmp_path, text, key, allowed):
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as e:
-        configmod.load(path)
-    msg = str(e.value)
+    path, msg = load_error(tmp_path, text)
     assert msg.startswith(f"{path}: {key}"), msg
     assert allowed in msg
     assert "\n" not in msg
@@ -220,3 +252,62 @@ def test_set_flags_override_keys_with_yaml_values():
 def test_bad_set_flags_are_one_clear_error(flag, message):
     with pytest.raises(ConfigError, match=message):
         configmod.override(Config(), [flag])
+
+
+# --- issue 12: duplicate keys, a folder for a file, numbers that are not finite ----------------
+@pytest.mark.parametrize("text, where, lines", [
+    ("recognizer:\n  threshold: 0.3\n  threads: 2\n  threshold: 0.5\n",
+     "recognizer.threshold", "lines 2 and 4"),
+    ("camera:\n  source: 0\ndetector: {}\ncamera:\n  source: 1\n", "camera", "lines 1 and 4"),
+    ("events:\n  - {type: mqtt, host: a, host: b}\n", "events[0].host", "lines 2 and 2"),
+])
+def test_a_key_given_twice_is_refused_naming_it_and_the_lines(tmp_path, text, where, lines):
+    path, msg = load_error(tmp_path, text)
+    assert msg == f"{path}: {where}: given twice ({lines})"
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    cfg = configmod.load(write(tmp_path, "recognizer:\n  <<: {threads: 1, threshold: 0.3}\n"
+                                         "  threshold: 0.5\n"))
+    assert (cfg.recognizer.threads, cfg.recognizer.threshold) == (1, 0.5)
+
+
+def test_a_folder_given_as_the_config_says_it_is_a_folder(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))} is a folder, not a "
+                                          "config file"):
+        configmod.load(tmp_path)
+    monkeypatch.setenv(configmod.ENV_VAR, str(tmp_path))
+    with pytest.raises(ConfigError, match="is a folder"):
+        configmod.load()
+
+
+def test_a_nan_threshold_names_the_file_or_the_command_line_and_the_key(tmp_path):
+    path = write(tmp_path, "recognizer:\n  threshold: .nan\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: recognizer\.threshold: nan "
+                                          r"is not a finite number$"):
+        configmod.load(path)
+    with pytest.raises(ConfigError, match=r"^command line: recognizer\.threshold: nan is not a "
+                                          r"finite number$"):
+        configmod.override(Config(), ["recognizer.threshold=.nan"])
+
+
+FLOAT_KEYS = [k for keys in configmod.KEYS.values() for k in keys.values() if float in k.types]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS, ids=[k.path for k in FLOAT_KEYS])
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", "1" + "0" * 400])
+def test_every_number_key_must_be_finite(key, text):
+    with pytest.raises(ConfigError, match=rf"^command line: {re.escape(key.path)}: "):
+        configmod.override(Config(), [f"{key.path}={text}"])
+
+
+def test_a_key_can_take_a_number_in_bounds_or_a_word():
+    """Room for `recognizer.threshold: auto` (a later issue): bounds for numbers, choices for
+    the rest."""
+    k = configmod.Key("t", lo=-1, hi=1, choices=("auto",), any_case=True, path="s.t",
+                      types=(float, int, str))
+    assert k.check("AUTO") == "auto" and k.check(1) == 1.0 and isinstance(k.check(1), float)
+    with pytest.raises(ConfigError, match=r"^s\.t: 2 is out of range \[-1, 1\]$"):
+        k.check(2)
+    with pytest.raises(ConfigError, match=r"^s\.t: 'high' is not one of auto$"):
+        k.check("high")
