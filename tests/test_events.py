@@ -10,12 +10,15 @@ import socket
 import subprocess
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgeface_cam import config as configmod
 from edgeface_cam.events import (
+    SINKS,
     JsonLinesSink,
     MqttSink,
     SinkError,
@@ -53,6 +56,41 @@ def test_make_event_has_the_agreed_fields():
     json.dumps(e)  # plain JSON types only
     with pytest.raises(ValueError, match="event must be one of"):
         make_event("cam0", "seen", 1, [0, 0, 1, 1], None, 0.0)
+
+
+def test_make_event_time_and_optional_fields():
+    # The pipeline passes the capture time; it is written in UTC to the millisecond.
+    seen = datetime(2026, 1, 2, 4, 4, 5, 678901, tzinfo=timezone(timedelta(hours=1)))
+    e = make_event("cam0", "unknown", 7, [0, 0, 10, 10], None, 0.1, time=seen,
+                   snapshot="/snaps/a.jpg")
+    assert e["time"] == "2026-01-02T03:04:05.678+00:00"
+    assert list(e) == ["time", "source", "event", "track_id", "box", "name", "score",
+                       "snapshot"]
+    assert e["snapshot"] == "/snaps/a.jpg" and e["name"] is None
+    # A snapshot the disk refused is null, not absent; a field never passed is absent.
+    assert make_event("cam0", "unknown", 7, [0, 0, 1, 1], None, 0.1, snapshot=None)[
+        "snapshot"] is None
+    assert "snapshot" not in make_event("cam0", "unknown", 7, [0, 0, 1, 1], None, 0.1)
+    # Optional fields come out in one fixed order, whatever order the producer passes them.
+    e = make_event("cam0", "recognized", 1, [0, 0, 1, 1], "Ann", 0.9, sighting_id=12,
+                   frame=40, snapshot=None)
+    assert list(e)[-3:] == ["snapshot", "frame", "sighting_id"]
+    with pytest.raises(ValueError, match="unknown event field"):
+        make_event("cam0", "recognized", 1, [0, 0, 1, 1], "Ann", 0.9, snapshop="x")
+
+
+def test_sink_types_are_the_ones_config_accepts():
+    assert tuple(SINKS) == configmod.SINK_TYPES
+
+
+def test_mqtt_spec_is_checked_before_connecting():
+    with pytest.raises(SinkError, match=r"unknown setting\(s\) prot"):
+        make_sinks([{"type": "mqtt", "host": "127.0.0.1", "prot": 1883}])
+    with pytest.raises(SinkError, match=r"port must be 1\.\.65535"):
+        make_sinks([{"type": "mqtt", "host": "127.0.0.1", "port": 70000}])
+    with pytest.raises(SinkError, match="needs a broker host"):
+        make_sinks([{"type": "mqtt", "host": ""}])
+    assert not sink_threads()
 
 
 def test_jsonl_file_is_appended_one_object_per_line_across_threads(tmp_path: Path):
@@ -337,12 +375,6 @@ def test_mqtt_events_discovery_retained_state_and_presence(broker: Broker):
     assert retained["edgeface-cam/front_door/status"] == "online"
     assert not late.payloads(ev)  # events are not retained
     late.close()
-
-    # A removed person's entity goes (empty retained config); a new one is announced.
-    sink.set_people(["Joe Biden", "Kamala Harris"])
-    cfg = "homeassistant/binary_sensor/edgeface_cam_front_door/{}/config"
-    assert wait_until(lambda: live.payloads(cfg.format("kamala_harris")))
-    assert wait_until(lambda: live.payloads(cfg.format("barack_obama"))[-1:] == [""])
 
     # Presence times out: OFF after presence_timeout without a sighting.
     sink.emit(event(3, "Joe Biden"))
