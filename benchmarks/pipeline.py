@@ -34,9 +34,11 @@ import numpy as np  # noqa: E402
 from edgeface_cam.detect import make_detector  # noqa: E402
 from edgeface_cam.embed import DEFAULT_MODEL, Embedder  # noqa: E402
 from edgeface_cam.gallery import Gallery  # noqa: E402
-from edgeface_cam.pipeline import STAGES, FrameReport, Pipeline  # noqa: E402
+from edgeface_cam.pipeline import STAGES, FrameReport, Pipeline, PipelineOptions  # noqa: E402
 from edgeface_cam.recognize import Recognizer  # noqa: E402
+from edgeface_cam.shotcut import ShotCutDetector  # noqa: E402
 from edgeface_cam.sources import Frame, FrameSource, open_source  # noqa: E402
+from edgeface_cam.track import Tracker  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 CLIP = FIXTURES / "video" / "lin_manuel_miranda_clip.mp4"
@@ -79,7 +81,7 @@ def machine() -> str:
 
 
 def run_scene(name: str, recognizer: Recognizer, gallery: Gallery, embed_every: int,
-              min_face: float, max_embeds: int) -> dict:
+              max_embeds: int) -> dict:
     path, size = SCENES[name]
     src: FrameSource = open_source(str(path))
     if size:
@@ -90,9 +92,9 @@ def run_scene(name: str, recognizer: Recognizer, gallery: Gallery, embed_every: 
         by_faces.setdefault(len(r.tracks), []).append(r.total_s)
 
     with src:
-        p = Pipeline(src, recognizer, gallery, [], realtime=False, embed_every=embed_every,
-                     min_face=min_face, on_frame=on_frame,
-                     max_embeds_per_frame=max_embeds or None)
+        opts = PipelineOptions(realtime=False, max_embeds_per_frame=max_embeds or None)
+        p = Pipeline(src, recognizer, gallery, [], tracker=Tracker(embed_every=embed_every),
+                     cuts=ShotCutDetector(), options=opts, on_frame=on_frame)
         stats = p.run()
     upto3 = [t for n, ts in by_faces.items() if n <= 3 for t in ts]
     return {
@@ -116,8 +118,8 @@ def cpu_costs(args: argparse.Namespace, frames: int = 120) -> dict:
     so they say what the pipeline needs from a quiet machine."""
     cv2.setNumThreads(1)
     embedder = Embedder(args.model, num_threads=1)
-    rec = Recognizer(make_detector(args.detector, input_width=args.input_width,
-                                   min_face=args.min_face, num_threads=1), embedder)
+    rec = Recognizer(make_detector(args.detector, input_width=args.input_width, num_threads=1),
+                     embedder, min_face=args.min_face)
     src = Resized(open_source(str(CLIP)), (640, 480))
     cost: dict[str, list[float]] = {"decode+resize": [], "detect": [], "align+quality": [],
                                     "embed_face": []}
@@ -165,8 +167,8 @@ def main() -> int:
     cv2.setNumThreads(args.threads)
     embedder = Embedder(args.model, num_threads=args.threads)
     detector = make_detector(args.detector, input_width=args.input_width,
-                             min_face=args.min_face, num_threads=args.threads)
-    recognizer = Recognizer(detector, embedder)
+                             num_threads=args.threads)
+    recognizer = Recognizer(detector, embedder, min_face=args.min_face)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Gallery(Path(tmp) / "bench.db", embedder.fingerprint)
@@ -179,8 +181,7 @@ def main() -> int:
         gallery.refresh()
         for scene in args.scenes:
             load = os.getloadavg()[0]
-            row = run_scene(scene, recognizer, gallery, args.embed_every, args.min_face,
-                            args.max_embeds)
+            row = run_scene(scene, recognizer, gallery, args.embed_every, args.max_embeds)
             row["load_before"] = round(load, 2)
             rows.append(row)
         gallery.close()

@@ -1,9 +1,9 @@
 """The ``edgeface-cam`` command line: run, enroll, list, remove, rename, reembed, identify, verify,
 demo, bench, doctor.
 
-This is the top of the device app: the only module that reads config.yaml. It builds the
-detector, embedder, gallery, source, sinks and pipeline from the settings and hands them plain
-arguments. A user mistake ends with one line on stderr and exit status 2, never a traceback.
+The parser and thin ``cmd_*`` functions: each builds what it needs through ``app.App`` (the
+running system), ``enroll`` (collecting faces) or ``demo``, and reports. A user mistake ends with
+one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,184 +13,43 @@ import difflib
 import json
 import logging
 import sys
-import tempfile
 import textwrap
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-import cv2
 import numpy as np
-from tqdm import tqdm
 
-from . import __version__, doctor, selftest
+from . import __version__, doctor
 from . import config as configmod
+from .app import PROG, App, UserError, build_running, run_to_end
 from .compat import quiet_opencv
-from .config import ASSETS, LOG_LEVELS, Config, ConfigError
-from .detect import Detector, make_detector
-from .embed import Embedder, SelfTestFailed, file_sha256
-from .events import EventSink, JsonLinesSink, SinkError, make_sinks
+from .config import LOG_LEVELS, Config, ConfigError
+from .demo import (
+    DEMO_CLIP,
+    DEMO_PERSON,
+    EventTally,
+    bench_gallery,
+    demo_gallery,
+    embed_timing,
+)
+from .embed import SelfTestFailed
+from .enroll import enroll_samples, pick_face, read_image, samples_from_images, samples_from_source
+from .events import JsonLinesSink, SinkError
 from .gallery import Gallery, GalleryError, Match, validate_name
-from .pipeline import Pipeline, PipelineStats
-from .preview import Preview, PreviewUnavailable, display_available
-from .recognize import FaceResult, Recognizer
+from .recognize import FaceResult
 from .runtime import RuntimeMissing
-from .service import configure_logging, install_signal_handlers, serve
-from .snapshots import SnapshotStore
-from .sources import IMAGE_SUFFIXES, FrameSource, ImageFolderSource, SourceError, open_source
+from .service import configure_logging, serve
+from .sources import SourceError, open_source
 
 log = logging.getLogger("edgeface_cam.cli")
 
-PROG = "edgeface-cam"
 EXIT_USER = 2
-DEMO_DIR = ASSETS / "demo"
-DEMO_PERSON = "Lin-Manuel Miranda"
-DEMO_CLIP = DEMO_DIR / "lin_manuel_miranda_clip.mp4"
-# A second face at least this fraction of the largest face's size (shorter box side) makes a photo
-# ambiguous for enrolment: we cannot tell whom the user means.
-SIMILAR_SIZE = 0.6
-# Camera enrolment keeps at most one frame in this many, so the shots differ a little.
-FRAME_SPACING = 5
-COUNTDOWN_S = 3
-
-
-class UserError(Exception):
-    """A mistake the user can fix; reported as one line, exit status 2."""
-
-
 USER_ERRORS = (UserError, ConfigError, GalleryError, SourceError, SinkError, SelfTestFailed,
                RuntimeMissing)
 
 
-# --- the parts a command needs, built from the config on first use -------------------------------
-class App:
-    """Detector, embedder and gallery for one command, each built only when first used: `list`
-    never loads the model, `identify` never opens a camera."""
-
-    def __init__(self, cfg: Config, db: str | None = None) -> None:
-        self.cfg = cfg
-        self.db_path = Path(db).expanduser() if db else cfg.gallery_path()
-        self._gallery: Gallery | None = None
-
-    def model_file(self) -> Path:
-        path = self.cfg.model_path()
-        if not path.is_file():
-            raise UserError(f"recognizer.model: model file not found: {path}")
-        return path
-
-    @cached_property
-    def embedder(self) -> Embedder:
-        path = self.model_file()
-        try:
-            return Embedder(path, num_threads=self.cfg.recognizer.threads)
-        except (FileNotFoundError, ValueError) as e:
-            raise UserError(f"recognizer.model: {e}") from None
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """The model's sha256, without loading the model (list/remove/rename need only this)."""
-        if "embedder" in self.__dict__:
-            return self.embedder.fingerprint
-        return file_sha256(self.model_file())
-
-    @cached_property
-    def detector(self) -> Detector:
-        d = self.cfg.detector
-        try:
-            return make_detector(d.backend, model=self.cfg.detector_model(),
-                                 input_width=d.input_width, score_threshold=d.score_threshold,
-                                 min_face=d.min_face)
-        except (FileNotFoundError, ValueError, ImportError) as e:
-            raise UserError(f"detector: {e}") from None
-
-    @cached_property
-    def recognizer(self) -> Recognizer:
-        selftest.check(self.detector, self.embedder)  # a wrong numpy/OpenCV/LiteRT stops here
-        return Recognizer(self.detector, self.embedder)
-
-    def gallery(self, create: bool = True) -> Gallery | None:
-        """The gallery at ``db_path``; None when it does not exist and ``create`` is False."""
-        if self._gallery is None:
-            if not create and not self.db_path.exists():
-                return None
-            self._gallery = Gallery(self.db_path, self.fingerprint,
-                                    threshold=self.cfg.recognizer.threshold)
-        return self._gallery
-
-    def existing_gallery(self) -> Gallery:
-        g = self.gallery(create=False)
-        if g is None:
-            raise UserError(f"no gallery at {self.db_path} (enrol someone first: "
-                            f"{PROG} enroll --name NAME --images PHOTO)")
-        return g
-
-    def close(self) -> None:
-        if self._gallery is not None:
-            self._gallery.close()
-            self._gallery = None
-
-
-# --- images and faces ---------------------------------------------------------------------------
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as BGR uint8. IMREAD_COLOR converts greyscale and RGBA to BGR and applies
-    the EXIF orientation (phone photos), so every caller sees the same 3-channel picture."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"{path}: no such file")
-    if not p.is_file():
-        raise UserError(f"{path}: not a file")
-    try:
-        data = np.fromfile(p, np.uint8)  # imdecode, unlike imread, takes non-ASCII paths
-    except OSError as e:
-        raise UserError(f"{path}: cannot read it ({e.strerror})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise UserError(f"{path}: not an image OpenCV can decode")
-    return image
-
-
-def expand_images(paths: list[str]) -> list[Path]:
-    """Files as given; folders -> the images in them (sorted, not recursive)."""
-    out: list[Path] = []
-    for text in paths:
-        p = Path(text).expanduser()
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UserError(f"{text}: no images in this folder "
-                                f"({', '.join(sorted(IMAGE_SUFFIXES)[:6])}, ...)")
-            out.extend(found)
-        elif not p.exists():
-            raise UserError(f"{text}: no such file or folder")
-        else:
-            out.append(p)
-    return out
-
-
-def dominant_face(results: list[FaceResult]) -> FaceResult | None:
-    """The one face a photo is about: the largest, unless another is of similar size."""
-    if not results:
-        return None
-    if len(results) > 1 and results[1].face.size >= SIMILAR_SIZE * results[0].face.size:
-        return None
-    return results[0]
-
-
-def pick_face(results: list[FaceResult], label: str) -> FaceResult:
-    face = dominant_face(results)
-    if face is None:
-        if not results:
-            raise UserError(f"{label}: no face found (need a clear, frontal face of at least the "
-                            "detector's min_face pixels)")
-        raise UserError(f"{label}: {len(results)} faces of similar size; crop the photo to the "
-                        "one person")
-    return face
-
-
+# --- output --------------------------------------------------------------------------------------
 def box_list(face_result: FaceResult) -> list[int]:
     return [round(float(v)) for v in face_result.face.box]
 
@@ -215,197 +74,8 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
-@dataclass
-class Sample:
-    """One enrolment image: the chosen face (embedded) and where it came from."""
-
-    result: FaceResult
-    source: str
-
-
-def samples_from_images(app: App, paths: list[str] | list[Path]) -> list[Sample]:
-    """Check every image before anything is written: a bad one stops the whole enrolment."""
-    # Decode all first: a missing or broken file is reported before the model is even loaded.
-    images = [(str(path), read_image(path)) for path in expand_images([str(p) for p in paths])]
-    return [Sample(pick_face(app.recognizer.analyze(image), path), path)
-            for path, image in images]
-
-
-def samples_from_source(app: App, spec: str, count: int, min_quality: float,
-                        timeout: float) -> list[Sample]:
-    """Up to ``count`` good frames from a camera, a file or a folder: one dominant face, quality
-    >= ``min_quality``, the same person as the frames before (someone walking past the camera
-    is not enrolled), video frames a few apart. A countdown first for a live camera."""
-    cam = app.cfg.camera
-    source = open_source(spec, cam.width, cam.height, cam.fps)
-    # Consecutive video frames are near duplicates; a folder's photos are not.
-    spacing = 1 if isinstance(source, ImageFolderSource) else FRAME_SPACING
-    samples: list[Sample] = []
-    last = -spacing
-    try:
-        if source.live:
-            _countdown(source)
-        deadline = time.monotonic() + timeout
-        # disable=None: no bar when stderr is not a terminal (logs stay clean).
-        with tqdm(total=count, desc="good frames", unit="frame", file=sys.stderr,
-                  leave=False, disable=None) as bar:
-            while len(samples) < count and time.monotonic() < deadline:
-                frame = source.read()
-                if frame is None:
-                    break
-                if frame.index - last < spacing:
-                    continue
-                face = dominant_face(app.recognizer.analyze(frame.image, embed=False))
-                if face is None or face.quality < min_quality:
-                    bar.set_postfix_str("no single face" if face is None
-                                        else f"quality {face.quality:.2f} < {min_quality}")
-                    continue
-                face.embedding = app.embedder.embed([face.crop])[0]
-                if samples and not same_person(samples, face, app.cfg.recognizer.threshold):
-                    bar.set_postfix_str("a different face: skipped")
-                    continue
-                samples.append(Sample(face, f"{source.name}#{frame.index}"))
-                last = frame.index
-                bar.set_postfix_str(f"quality {face.quality:.2f}")
-                bar.update(1)
-    finally:
-        source.close()
-    if len(samples) < count:
-        raise UserError(f"only {len(samples)} of {count} good frames from {spec} "
-                        f"(one clear face, quality >= {min_quality}); nothing written: face the "
-                        "camera in good light, or lower --count / --min-quality")
-    return samples
-
-
-def same_person(samples: list[Sample], face: FaceResult, threshold: float) -> bool:
-    """The face matches the mean of the samples so far at the recognition threshold."""
-    mean = np.mean([s.result.embedding for s in samples], axis=0)
-    return float(face.embedding @ mean) / max(float(np.linalg.norm(mean)), 1e-12) >= threshold
-
-
-def _countdown(source: FrameSource) -> None:
-    """Count down on stderr while reading (and dropping) frames, so the camera's buffer is
-    fresh when collection starts."""
-    for n in range(COUNTDOWN_S, 0, -1):
-        print(f"look at the camera: {n}...", file=sys.stderr, flush=True)
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end and source.read() is not None:
-            pass
-
-
-def enroll_samples(gallery: Gallery, name: str, samples: list[Sample],
-                   notes: str | None = None) -> int:
-    return gallery.enroll(name, np.stack([s.result.embedding for s in samples]).astype(np.float32),
-                          crops=[s.result.crop for s in samples],
-                          sources=[s.source for s in samples],
-                          qualities=[float(s.result.quality) for s in samples], notes=notes)
-
-
-# --- running the pipeline -----------------------------------------------------------------------
-def make_preview(setting: bool | str, title: str) -> Preview | None:
-    """A preview window for true/auto when a display exists; None otherwise."""
-    if setting is False:
-        return None
-    ok, why = display_available()
-    if not ok:
-        if setting is True:
-            log.warning("preview off: %s", why)
-        return None
-    try:
-        return Preview(title)
-    except (PreviewUnavailable, cv2.error) as e:  # the display went away since the check
-        log.warning("preview off: %s", str(e).strip().splitlines()[-1])
-        return None
-
-
-def make_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
-                  max_frames: int | None = None, preview: Preview | None = None,
-                  heartbeat: Callable[[], None] | None = None) -> Pipeline:
-    t = app.cfg.tracking
-    folder = app.cfg.snapshots_dir()
-    try:
-        snapshots = SnapshotStore(folder, app.cfg.snapshots.max_files) if folder else None
-    except OSError as e:
-        raise ConfigError(f"snapshots.dir: cannot use {folder}: {e.strerror or e}") from None
-    # Files are processed frame by frame (every frame counts in the demo and the bench); live
-    # sources drop stale frames so recognition never lags behind the camera.
-    return Pipeline(source, app.recognizer, gallery, sinks, embed_every=t.embed_every,
-                    vote_window=t.vote_window, iou_threshold=t.iou_threshold, max_age=t.max_age,
-                    cut_threshold=t.cut_threshold or None, min_face=app.cfg.detector.min_face,
-                    preview=preview, max_frames=max_frames, realtime=source.live,
-                    snapshots=snapshots, heartbeat=heartbeat)
-
-
-def run_pipeline(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
-                 max_frames: int | None = None, preview: Preview | None = None) -> PipelineStats:
-    """One run to the end of a file (demo, bench); Ctrl-C stops it cleanly, with a summary."""
-    try:
-        pipeline = make_pipeline(app, source, gallery, sinks, max_frames=max_frames,
-                                 preview=preview)
-        restore = install_signal_handlers(pipeline.stop)
-        try:
-            return pipeline.run()
-        finally:
-            restore()
-    finally:
-        if preview is not None:
-            preview.close()
-        source.close()
-
-
-class _Running:
-    """A built pipeline and what to close after it; ``service.serve`` enters it."""
-
-    def __init__(self, pipeline: Pipeline, closers: list[Callable[[], None]]) -> None:
-        self.pipeline = pipeline
-        self.closers = closers
-
-    def __enter__(self) -> Pipeline:
-        return self.pipeline
-
-    def __exit__(self, *exc: object) -> None:
-        close_all(self.closers)
-
-
-class EventTally(EventSink):
-    """Counts the events per name, for the demo's summary line."""
-
-    def __init__(self) -> None:
-        self.recognized: dict[str, int] = {}
-        self.unknown = 0
-
-    def emit(self, event: dict) -> None:
-        if event.get("name"):
-            self.recognized[event["name"]] = self.recognized.get(event["name"], 0) + 1
-        else:
-            self.unknown += 1
-
-    def close(self) -> None:
-        pass
-
-
-def close_all(things: list[Any]) -> None:
-    """Close each (an object with close(), or a close function), in reverse order of opening."""
-    for thing in reversed(things):
-        close = getattr(thing, "close", thing)
-        try:
-            close()
-        except Exception as e:  # one failing to flush must not hide the run's result
-            log.warning("closing %s failed: %s", getattr(thing, "__qualname__",
-                                                         type(thing).__name__), e)
-
-
-def sink_specs(cfg: Config, people: list[str]) -> list[dict[str, Any]]:
-    """The configured sinks; MQTT ones default to this camera's name and announce the enrolled
-    people to Home Assistant."""
-    specs = []
-    for spec in cfg.events:
-        spec = dict(spec)
-        if spec["type"] == "mqtt":
-            spec.setdefault("camera", cfg.camera.name or "camera")
-            spec.setdefault("people", people)
-        specs.append(spec)
-    return specs
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -419,32 +89,9 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     def settings(loaded: Config) -> Config:
         return configmod.replace(loaded, **overrides)  # flags win over the file, also on reload
 
-    def build(cfg: Config, heartbeat: Callable[[], None]) -> _Running:
-        app = App(cfg, args.db)
-        cam = cfg.camera
-        opened: list[Any] = [app]
-        try:
-            source = open_source(cam.source, cam.width, cam.height, cam.fps)
-            opened.append(source)
-            if cam.name:
-                source.name = cam.name
-            gallery = app.gallery()
-            people = [p.name for p in gallery.people()]
-            if not people:
-                log.warning("the gallery %s is empty: every face will be unknown (enrol with "
-                            "`%s enroll`)", app.db_path, PROG)
-            sinks = ([JsonLinesSink(args.events)] if args.events
-                     else make_sinks(sink_specs(cfg, people)) or [JsonLinesSink(None)])
-            opened.extend(sinks)
-            preview = make_preview(cfg.preview.enabled, f"{PROG}: {cam.source}")
-            if preview is not None:
-                opened.append(preview)
-            pipeline = make_pipeline(app, source, gallery, sinks, max_frames=args.max_frames,
-                                     preview=preview, heartbeat=heartbeat)
-        except BaseException:
-            close_all(opened)
-            raise
-        return _Running(pipeline, opened)
+    def build(cfg: Config, heartbeat: Callable[[], None]) -> Any:
+        return build_running(cfg, heartbeat, db=args.db, events_path=args.events,
+                             max_frames=args.max_frames)
 
     # serve(): READY/WATCHDOG for systemd, SIGTERM/SIGINT stop, SIGHUP reloads the config file.
     stats = serve(settings(cfg), build,
@@ -455,18 +102,15 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
     name = validate_name(args.name)  # before any work: a bad name wastes no camera time
-    app = App(cfg, args.db)
-    try:
+    with App(cfg, args.db) as app:
         if args.images:
             samples = samples_from_images(app, args.images)
         else:
             samples = samples_from_source(app, args.source or cfg.camera.source, args.count,
-                                          args.min_quality, args.timeout)
+                                          args.min_quality, args.timeout, say=_stderr)
         # Everything is checked; only now is the gallery opened (created) and written, in one
         # transaction.
         enroll_samples(app.gallery(), name, samples, args.notes)
-    finally:
-        app.close()
     low = [s.source for s in samples if s.result.quality < args.min_quality]
     print(f"enrolled {name}: {len(samples)} face(s) into {app.db_path}")
     if low:
@@ -476,12 +120,9 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
-    app = App(cfg, args.db)
-    gallery = app.gallery(create=False)
-    try:
+    with App(cfg, args.db) as app:
+        gallery = app.gallery(create=False)
         people = [] if gallery is None else gallery.people()
-    finally:
-        app.close()
     if args.json:
         print_json([{"name": p.name, "embeddings": p.embeddings, "other_model": p.other_model,
                      "created_at": p.created_at, "notes": p.notes} for p in people])
@@ -507,44 +148,39 @@ def _require_person(gallery: Gallery, name: str, db: Path) -> None:
         raise UserError(f"nobody named {name!r} in {db}{hint}")
 
 
+def _confirm(question: str, refusal: str) -> bool:
+    if not sys.stdin.isatty():
+        raise UserError(refusal)
+    return input(question).strip().lower() in ("y", "yes")
+
+
 def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
-    app = App(cfg, args.db)
-    try:
+    with App(cfg, args.db) as app:
         gallery = app.existing_gallery()
         _require_person(gallery, args.name, app.db_path)
-        if not args.yes:
-            if not sys.stdin.isatty():
-                raise UserError(f"not removing {args.name!r} without confirmation: add --yes")
-            answer = input(f"remove {args.name!r} and all their faces from {app.db_path}? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                print("nothing removed")
-                return 1
+        if not args.yes and not _confirm(
+                f"remove {args.name!r} and all their faces from {app.db_path}? [y/N] ",
+                f"not removing {args.name!r} without confirmation: add --yes"):
+            print("nothing removed")
+            return 1
         gallery.remove(args.name)
-    finally:
-        app.close()
     print(f"removed {args.name}")
     return 0
 
 
 def cmd_rename(args: argparse.Namespace, cfg: Config) -> int:
     new = validate_name(args.new)
-    app = App(cfg, args.db)
-    try:
+    with App(cfg, args.db) as app:
         gallery = app.existing_gallery()
         _require_person(gallery, args.old, app.db_path)
         gallery.rename(args.old, new)
-    finally:
-        app.close()
     print(f"renamed {args.old} -> {new}")
     return 0
 
 
 def cmd_reembed(args: argparse.Namespace, cfg: Config) -> int:
-    app = App(cfg, args.db)
-    try:
+    with App(cfg, args.db) as app:
         n = app.existing_gallery().reembed(app.embedder.embed)
-    finally:
-        app.close()
     print(f"re-embedded {n} face(s) with {app.embedder.name} ({app.fingerprint[:12]})")
     return 0
 
@@ -554,24 +190,22 @@ def _with_threshold(cfg: Config, threshold: float | None) -> Config:
         cfg, recognizer={"threshold": threshold})
 
 
+def _matches(gallery: Gallery | None, results: list[FaceResult]) -> list[Match | None]:
+    if gallery is None or not results:
+        return [None] * len(results)
+    return list(gallery.match_many(np.stack([r.embedding for r in results])))
+
+
 def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
-    app = App(_with_threshold(cfg, args.threshold), args.db)
     images = [(path, read_image(path)) for path in args.images]  # all readable before any work
-    out, faceless = [], []
-    try:
+    out = []
+    with App(_with_threshold(cfg, args.threshold), args.db) as app:
         gallery = app.gallery(create=False)
         if gallery is None:
             log.warning("no gallery at %s: every face is unknown", app.db_path)
         for path, image in images:
             results = app.recognizer.analyze(image)
-            matches: list[Match | None] = [None] * len(results)
-            if gallery is not None and results:
-                matches = list(gallery.match_many(np.stack([r.embedding for r in results])))
-            out.append((path, results, matches))
-            if not results:
-                faceless.append(path)
-    finally:
-        app.close()
+            out.append((path, results, _matches(gallery, results)))
     if args.json:
         print_json([{"image": path, "faces": [face_json(r, m) for r, m in zip(rs, ms,
                                                                              strict=True)]}
@@ -580,6 +214,7 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
         for path, rs, ms in out:
             for r, m in zip(rs, ms, strict=True):
                 print(f"{path}: {face_text(r, m)}")
+    faceless = [path for path, rs, _ in out if not rs]
     for path in faceless:
         print(f"{PROG}: {path}: no face found", file=sys.stderr)
     return 1 if faceless else 0
@@ -587,16 +222,10 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     cfg = _with_threshold(cfg, args.threshold)
-    app = App(cfg, args.db)
     images = [(path, read_image(path)) for path in (args.image_a, args.image_b)]
-    try:
+    with App(cfg, args.db) as app:
         faces = [pick_face(app.recognizer.analyze(img), path) for path, img in images]
-        gallery = app.gallery(create=False)
-        matches: list[Match | None] = [None, None]
-        if gallery is not None:
-            matches = list(gallery.match_many(np.stack([f.embedding for f in faces])))
-    finally:
-        app.close()
+        matches = _matches(app.gallery(create=False), faces)
     similarity = float(faces[0].embedding @ faces[1].embedding)
     threshold = cfg.recognizer.threshold
     same = similarity >= threshold
@@ -610,59 +239,17 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     return 0 if same else 1
 
 
-def demo_photos() -> list[Path]:
-    photos = sorted(p for p in DEMO_DIR.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not photos or not DEMO_CLIP.is_file():
-        raise UserError(f"the demo files are missing from {DEMO_DIR}; reinstall edgeface-cam")
-    return photos
-
-
-@contextmanager
-def demo_gallery(app: App, use_db: bool) -> Iterator[tuple[Gallery, list[Sample]]]:
-    """A gallery holding the bundled demo person (and the samples enrolled): a throwaway one, or
-    --db's when given."""
-    samples = samples_from_images(app, demo_photos())
-    with tempfile.TemporaryDirectory(prefix="edgeface-cam-demo-") as tmp:
-        if not use_db:
-            app.db_path = Path(tmp) / "demo.db"
-        gallery = app.gallery()
-        assert gallery is not None
-        enroll_samples(gallery, DEMO_PERSON, samples, notes="bundled demo photo")
-        try:
-            yield gallery, samples
-        finally:
-            app.close()
-
-
-@contextmanager
-def bench_gallery(app: App, use_db: bool) -> Iterator[tuple[Gallery, np.ndarray]]:
-    """The --db gallery as it is (a real gallery's size; nothing enrolled into it), else a
-    throwaway one with the demo person; and an aligned crop to time the embedding on."""
-    if not use_db:
-        with demo_gallery(app, use_db=False) as (gallery, samples):
-            yield gallery, samples[0].result.crop
-        return
-    crop = samples_from_images(app, demo_photos()[:1])[0].result.crop
-    try:
-        yield app.existing_gallery(), crop
-    finally:
-        app.close()
-
-
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     if args.preview is not None:
         cfg = configmod.replace(cfg, preview={"enabled": args.preview})
     app = App(cfg, args.db)
     tally = EventTally()
-    sinks = [JsonLinesSink(None), tally]
-    try:
-        with demo_gallery(app, use_db=args.db is not None) as (gallery, _):
-            source = open_source(str(DEMO_CLIP))
-            source.name = "demo"  # events name the camera, not a path inside the install
-            stats = run_pipeline(app, source, gallery, sinks, max_frames=args.max_frames,
-                                 preview=make_preview(cfg.preview.enabled, f"{PROG} demo"))
-    finally:
-        close_all(sinks)
+    sinks = [app.own(JsonLinesSink(None)), tally]
+    with demo_gallery(app, use_db=args.db is not None) as (gallery, _):
+        source = open_source(str(DEMO_CLIP))
+        source.name = "demo"  # events name the camera, not a path inside the install
+        stats = run_to_end(app, source, gallery, sinks, max_frames=args.max_frames,
+                           preview=app.preview(f"{PROG} demo"))
     who = ", ".join(f"{n} ({k} track{'s' if k > 1 else ''})"
                     for n, k in sorted(tally.recognized.items())) or "nobody"
     print(f"demo: {stats.frames} frames at {stats.fps:.1f} fps; recognised: {who}; "
@@ -670,15 +257,17 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     return 0 if DEMO_PERSON in tally.recognized else 1
 
 
-def embed_timing(embedder: Embedder, crop: np.ndarray, repeats: int) -> tuple[float, float]:
-    """Median and p90 milliseconds of one embedding, after one warm-up call."""
-    embedder.embed_one(crop)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        embedder.embed_one(crop)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), float(np.percentile(times, 90))
+def _bench_report(spec: str, app: App, stats: Any, emb: tuple[float, float]) -> dict[str, Any]:
+    cfg = app.cfg
+    return {
+        "source": spec, "model": app.embedder.name, "runtime": app.embedder.runtime,
+        "threads": cfg.recognizer.threads, "detector": cfg.detector.backend,
+        "frames": stats.frames, "fps": round(stats.fps, 2), "faces": stats.faces,
+        "embeddings": stats.embeddings,
+        "stages_ms": {k: {"median": round(t.median_ms, 2), "p90": round(t.p90_ms, 2),
+                          "count": t.count} for k, t in stats.timings.items()},
+        "embed_ms_per_face": {"median": round(emb[0], 2), "p90": round(emb[1], 2)},
+    }
 
 
 def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
@@ -688,19 +277,10 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
                         "runs are comparable)")
     app = App(cfg, args.db)
     with bench_gallery(app, use_db=args.db is not None) as (gallery, crop):
-        stats = run_pipeline(app, open_source(spec), gallery, [], max_frames=args.frames)
+        stats = run_to_end(app, open_source(spec), gallery, [], max_frames=args.frames)
         emb_median, emb_p90 = embed_timing(app.embedder, crop, repeats=50)
-    report = {
-        "source": spec, "model": app.embedder.name, "runtime": app.embedder.runtime,
-        "threads": cfg.recognizer.threads, "detector": cfg.detector.backend,
-        "frames": stats.frames, "fps": round(stats.fps, 2), "faces": stats.faces,
-        "embeddings": stats.embeddings,
-        "stages_ms": {k: {"median": round(t.median_ms, 2), "p90": round(t.p90_ms, 2),
-                          "count": t.count} for k, t in stats.timings.items()},
-        "embed_ms_per_face": {"median": round(emb_median, 2), "p90": round(emb_p90, 2)},
-    }
     if args.json:
-        print_json(report)
+        print_json(_bench_report(spec, app, stats, (emb_median, emb_p90)))
         return 0
     print(f"{spec}: {stats.frames} frames, {stats.fps:.1f} fps end to end "
           f"({app.embedder.name} on {app.embedder.runtime}, {cfg.recognizer.threads} threads, "

@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .events.base import EventSink, make_event
+from .events.snapshots import SnapshotStore, context_crop
 from .recognize import Recognizer
-from .shotcut import DEFAULT_THRESHOLD as DEFAULT_CUT_THRESHOLD
 from .shotcut import ShotCutDetector
-from .snapshots import SnapshotStore, context_crop
 from .track import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ _END = object()  # the capture thread's "source ended" marker
 class SupportsGallery(Protocol):
     def match_many(self, embeddings: np.ndarray) -> list[Any]: ...
     def refresh(self) -> bool: ...
-
-
-class SupportsSink(Protocol):
-    def emit(self, event: dict) -> None: ...
 
 
 class SupportsPreview(Protocol):
@@ -62,12 +58,13 @@ class StageTimer:
     """Rolling per-stage samples (seconds in, milliseconds out); safe to read from any thread."""
 
     def __init__(self, window: int = 4096) -> None:
+        self._window = window
         self._samples: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
         self._lock = threading.Lock()
 
     def add(self, stage: str, seconds: float) -> None:
         with self._lock:
-            self._samples.setdefault(stage, deque(maxlen=4096)).append(seconds)
+            self._samples.setdefault(stage, deque(maxlen=self._window)).append(seconds)
 
     def summary(self) -> dict[str, StageTiming]:
         with self._lock:
@@ -124,67 +121,68 @@ class _Unknown:
     person_id = None
 
 
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the worker runs (the tracker's knobs live in the ``Tracker`` it is given).
+
+    ``realtime``: drop stale frames, newest wins (cameras); False processes every frame (files,
+    tests, bench). ``queue_size``: 1 or 2 frames between capture and worker.
+    ``max_embeds_per_frame``: caps the embedding work of one frame (None: no cap).
+    ``refresh_interval``: seconds between checks for gallery changes. ``heartbeat_interval``:
+    ``heartbeat()`` is called at least this often while the worker is alive, frames or not.
+    """
+
+    max_frames: int | None = None
+    realtime: bool = True
+    queue_size: int = 2
+    max_embeds_per_frame: int | None = 2
+    refresh_interval: float = 1.0
+    heartbeat_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.queue_size not in (1, 2):
+            raise ValueError(f"queue_size must be 1 or 2 (newest frame wins), got "
+                             f"{self.queue_size}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.max_embeds_per_frame is not None and self.max_embeds_per_frame < 1:
+            raise ValueError(f"max_embeds_per_frame must be >= 1 or None, got "
+                             f"{self.max_embeds_per_frame}")
+
+
 class Pipeline:
     """source -> capture thread -> queue -> detect, align, track, embed, match -> sinks.
 
-    ``source``: a ``sources.FrameSource`` (``read() -> Frame | None``, ``close()``, ``name``).
-    ``gallery``: a ``gallery.Gallery`` or None (everyone unknown). ``realtime``: drop stale
-    frames, newest wins (cameras); False processes every frame (files, tests, bench).
-    ``embed_every``, ``vote_window``, ``iou_threshold``, ``max_age``, ``confirm_votes``,
-    ``unknown_after``, ``quality_margin``, ``min_quality``, ``split_below``,
-    ``split_after_cut``: see ``track``. ``cut_threshold``: a shot cut (``shotcut``) makes the
-    tracker check who each track holds; None turns cut detection off.
-    ``max_embeds_per_frame``: caps the embedding work of one frame (None: no cap).
-    ``snapshots``: where each event's picture goes (its path is the event's ``snapshot``).
-    ``on_frame(FrameReport)`` after every processed frame; ``heartbeat()`` at least every
-    ``heartbeat_interval`` s while the worker is alive, frames or not (watchdog pings).
+    Built parts: ``source`` (a ``sources.FrameSource``: ``read() -> Frame | None``, ``close()``,
+    ``name``), ``recognizer`` (detect, align, embed, quality; it applies ``min_face``),
+    ``gallery`` (a ``gallery.Gallery`` or None: everyone unknown), ``sinks``, ``tracker`` (a
+    ``track.Tracker``; default: its own defaults), ``cuts`` (a ``shotcut.ShotCutDetector`` that
+    makes the tracker re-check who each track holds; None: off), ``preview``, ``snapshots``
+    (where each event's picture goes; its path is the event's ``snapshot``), ``options``.
+    ``on_frame(FrameReport)`` after every processed frame; ``heartbeat()`` for watchdog pings.
     """
 
     def __init__(self, source: Any, recognizer: Recognizer, gallery: SupportsGallery | None,
-                 sinks: Sequence[SupportsSink] = (), *, embed_every: int = 10,
-                 vote_window: int = 5, min_face: float = 40.0,
-                 preview: SupportsPreview | None = None, max_frames: int | None = None,
-                 queue_size: int = 2, realtime: bool = True, iou_threshold: float = 0.3,
-                 max_age: int = 10, confirm_votes: int = 2, unknown_after: int = 3,
-                 quality_margin: float = 0.1, min_quality: float = 0.3,
-                 split_below: float = 0.1, split_after_cut: float = 0.3,
-                 cut_threshold: float | None = DEFAULT_CUT_THRESHOLD,
-                 snapshots: SnapshotStore | None = None,
-                 max_embeds_per_frame: int | None = 2,
-                 refresh_interval: float = 1.0,
+                 sinks: Sequence[EventSink] = (), *, tracker: Tracker | None = None,
+                 cuts: ShotCutDetector | None = None, preview: SupportsPreview | None = None,
+                 snapshots: SnapshotStore | None = None, options: PipelineOptions | None = None,
                  on_frame: Callable[[FrameReport], None] | None = None,
-                 heartbeat: Callable[[], None] | None = None,
-                 heartbeat_interval: float = 1.0) -> None:
-        if queue_size not in (1, 2):
-            raise ValueError(f"queue_size must be 1 or 2 (newest frame wins), got {queue_size}")
-        if max_frames is not None and max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+                 heartbeat: Callable[[], None] | None = None) -> None:
         self._created = time.monotonic()
         self.source = source
         self.recognizer = recognizer
         self.gallery = gallery
         self.sinks = list(sinks)
+        self.tracker = tracker if tracker is not None else Tracker()
+        self.cuts = cuts
         self.preview = preview
         self.snapshots = snapshots
-        self.max_frames = max_frames
-        self.realtime = bool(realtime)
-        if max_embeds_per_frame is not None and max_embeds_per_frame < 1:
-            raise ValueError(f"max_embeds_per_frame must be >= 1 or None, got "
-                             f"{max_embeds_per_frame}")
-        self.max_embeds_per_frame = max_embeds_per_frame
-        self.min_face = float(min_face)
-        self.refresh_interval = float(refresh_interval)
+        self.options = opts = options if options is not None else PipelineOptions()
         self.on_frame = on_frame
         self.heartbeat = heartbeat
-        self.heartbeat_interval = float(heartbeat_interval)
-        self.tracker = Tracker(iou_threshold, max_age, embed_every, vote_window,
-                               quality_margin=quality_margin, confirm_votes=confirm_votes,
-                               unknown_after=unknown_after, min_quality=min_quality,
-                               split_below=split_below, split_after_cut=split_after_cut)
-        self.cuts = ShotCutDetector(cut_threshold) if cut_threshold else None
         self.shot_cuts = 0
         self.timer = StageTimer()
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue = queue.Queue(maxsize=opts.queue_size)
         self._stop = threading.Event()
         self._capture: threading.Thread | None = None
         self._capture_error: BaseException | None = None
@@ -200,14 +198,10 @@ class Pipeline:
         """Ask ``run()`` to finish; safe from any thread and from signal handlers."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     # --- capture thread ----------------------------------------------------------------------
     def _put(self, item: Any, drop: bool = True) -> bool:
         """Queue ``item``; in realtime mode the newest frame wins. False if stopped meanwhile."""
-        if self.realtime and drop:
+        if self.options.realtime and drop:
             while not self._stop.is_set():
                 try:
                     self._queue.put_nowait(item)
@@ -255,10 +249,10 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                if self.heartbeat and now - last_beat >= self.heartbeat_interval:
+                if self.heartbeat and now - last_beat >= self.options.heartbeat_interval:
                     self.heartbeat()
                     last_beat = now
-                if self.gallery is not None and now - last_refresh >= self.refresh_interval:
+                if self.gallery is not None and now - last_refresh >= self.options.refresh_interval:
                     last_refresh = now
                     if self.gallery.refresh():
                         self.tracker.reschedule()
@@ -273,7 +267,7 @@ class Pipeline:
                 if self._t_first is None:
                     self._t_first = t0
                 self._process(item)
-                if self.max_frames is not None and self.frames >= self.max_frames:
+                if self.options.max_frames is not None and self.frames >= self.options.max_frames:
                     break
             self._emit(self.tracker.flush())
         finally:
@@ -306,7 +300,7 @@ class Pipeline:
             self.shot_cuts += 1
             self.tracker.scene_changed()
             log.debug("shot cut at frame %d (change %.3f)", self.frames, self.cuts.last_change)
-        faces = [f for f in self.recognizer.detect(image) if f.size >= self.min_face]
+        faces = self.recognizer.detect(image)
         t_det = time.monotonic()
         tracks = self.tracker.update(faces, self.frames)
         todo: list[tuple[Track, np.ndarray, float]] = []
@@ -315,12 +309,13 @@ class Pipeline:
             q = self.recognizer.quality(tr.face, crop)
             if self.tracker.wants_embedding(tr, q):
                 todo.append((tr, crop, q))
-        if self.max_embeds_per_frame is not None and len(todo) > self.max_embeds_per_frame:
+        cap = self.options.max_embeds_per_frame
+        if cap is not None and len(todo) > cap:
             # Spread a burst (a group walking in) over the next frames instead of stalling this
             # one: tracks never embedded first, then the best faces. The rest still want an
             # embedding and are asked again next frame.
             todo.sort(key=lambda x: (x[0].last_embed_frame is not None, -x[2]))
-            todo = todo[: self.max_embeds_per_frame]
+            todo = todo[:cap]
         t_align = time.monotonic()
         self.timer.add("detect", t_det - t_start)
         self.timer.add("align", t_align - t_det)
@@ -365,23 +360,15 @@ class Pipeline:
     def _emit(self, decided: list[Track], frame: Any = None) -> None:
         src = getattr(frame, "source", None) or getattr(self.source, "name", "source")
         for tr in decided:
-            ev = {
-                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                "source": str(src),
-                "event": tr.event,
-                "track_id": tr.id,
-                "box": [round(float(v)) for v in tr.box],
-                "name": tr.name,
-                "score": round(float(tr.score), 4),
-            }
             seen = datetime.now(timezone.utc)
             if frame is not None and getattr(frame, "t", None) is not None:
                 # The capture time, not the emit time: that is when the face was seen.
                 seen -= timedelta(seconds=time.monotonic() - frame.t)
-                ev["time"] = seen.isoformat(timespec="milliseconds")
+            extra: dict[str, Any] = {}  # optional event fields (events.EXTRA_FIELDS)
             if self.snapshots is not None:
-                ev["snapshot"] = (self.snapshots.save(tr.snapshot, tr.id, tr.event, seen)
-                                  if tr.snapshot is not None else None)
+                extra["snapshot"] = (self.snapshots.save(tr.snapshot, tr.id, tr.event, seen)
+                                     if tr.snapshot is not None else None)
+            ev = make_event(src, tr.event, tr.id, tr.box, tr.name, tr.score, time=seen, **extra)
             self.events += 1
             for sink in self.sinks:
                 try:

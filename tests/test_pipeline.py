@@ -14,8 +14,9 @@ import pytest
 
 from edgeface_cam.detect import YuNetDetector
 from edgeface_cam.gallery import Gallery
-from edgeface_cam.pipeline import Pipeline
+from edgeface_cam.pipeline import Pipeline, PipelineOptions
 from edgeface_cam.recognize import Recognizer
+from edgeface_cam.shotcut import ShotCutDetector
 from edgeface_cam.sources import Frame, SourceError, open_source
 
 from .conftest import ASSETS, PEOPLE, VIDEO
@@ -24,6 +25,7 @@ CLIP = VIDEO / "lin_manuel_miranda_clip.mp4"
 STREET = VIDEO / "street_scene.mp4"
 LIN = PEOPLE / "lin_manuel_miranda" / "lin_manuel_miranda_1.png"
 EVENT_KEYS = {"time", "source", "event", "track_id", "box", "name", "score"}
+FILES = PipelineOptions(realtime=False)  # every frame of a file, none dropped
 
 
 class ListSink:
@@ -42,7 +44,8 @@ def pipeline_threads() -> list[threading.Thread]:
 def recognizer() -> Recognizer:
     from edgeface_cam.embed import Embedder
 
-    return Recognizer(YuNetDetector(), Embedder(ASSETS / "edgeface_xs.tflite", num_threads=1))
+    return Recognizer(YuNetDetector(), Embedder(ASSETS / "edgeface_xs.tflite", num_threads=1),
+                      min_face=40)
 
 
 @pytest.fixture
@@ -72,7 +75,8 @@ def test_clip_events_name_the_enrolled_person(recognizer, gallery, shared):
     enroll_lin(recognizer, gallery)
     sink = ListSink()
     with open_source(str(CLIP)) as src:
-        stats = Pipeline(src, recognizer, gallery, [sink], realtime=False).run()
+        stats = Pipeline(src, recognizer, gallery, [sink], cuts=ShotCutDetector(),
+                         options=FILES).run()
     assert stats.frames == 275 and stats.dropped == 0
     for ev in sink.events:
         check_event_shape(ev)
@@ -107,8 +111,9 @@ def test_a_cut_in_the_clip_starts_new_tracks(recognizer, gallery, shared):
                 seen.setdefault(t.id, set()).add(report.frame.index)
 
         with open_source(str(CLIP)) as src:
-            p = Pipeline(src, recognizer, gallery, [ListSink()], realtime=False,
-                         cut_threshold=cut_threshold, on_frame=on_frame)
+            p = Pipeline(src, recognizer, gallery, [ListSink()], options=FILES,
+                         cuts=ShotCutDetector(cut_threshold) if cut_threshold else None,
+                         on_frame=on_frame)
             p.run()
         # A track seen before a cut and again more than 2 frames after it (the embeddings after
         # a cut are spread over two frames at most here).
@@ -126,7 +131,8 @@ def test_a_cut_in_the_clip_starts_new_tracks(recognizer, gallery, shared):
 def test_street_scene_with_an_empty_gallery_gives_only_unknowns(recognizer, gallery, shared):
     sink = ListSink()
     with open_source(str(STREET)) as src:
-        stats = Pipeline(src, recognizer, gallery, [sink], realtime=False).run()
+        stats = Pipeline(src, recognizer, gallery, [sink], cuts=ShotCutDetector(),
+                         options=FILES).run()
     assert stats.frames == 105
     assert len(sink.events) >= 4  # 4 to 8 passers-by in every frame
     for ev in sink.events:
@@ -140,7 +146,8 @@ def test_max_frames_is_honoured_and_tracks_are_flushed(recognizer, gallery, shar
     sink = ListSink()
     reports = []
     with open_source(str(CLIP)) as src:
-        p = Pipeline(src, recognizer, gallery, [sink], realtime=False, max_frames=12,
+        p = Pipeline(src, recognizer, gallery, [sink], cuts=ShotCutDetector(),
+                     options=PipelineOptions(realtime=False, max_frames=12),
                      on_frame=reports.append)
         stats = p.run()
     assert stats.frames == 12 and len(reports) == 12
@@ -220,12 +227,13 @@ class SlowRecognizer(Recognizer):
 def test_realtime_drops_stale_frames_and_file_mode_keeps_all(clip_frames):
     seen: list[int] = []
     src = MemorySource(clip_frames, 200)
-    stats = Pipeline(src, SlowRecognizer(0.01), None, realtime=True, queue_size=1,
+    stats = Pipeline(src, SlowRecognizer(0.01), None,
+                     options=PipelineOptions(realtime=True, queue_size=1),
                      on_frame=lambda r: seen.append(r.frame.index)).run()
     assert stats.dropped > 0 and stats.frames + stats.dropped == 200
     assert seen == sorted(seen) and seen[-1] == 199  # newest wins; the last frame is seen
     seen.clear()
-    stats = Pipeline(MemorySource(clip_frames, 60), SlowRecognizer(0.002), None, realtime=False,
+    stats = Pipeline(MemorySource(clip_frames, 60), SlowRecognizer(0.002), None, options=FILES,
                      on_frame=lambda r: seen.append(r.frame.index)).run()
     assert stats.dropped == 0 and seen == list(range(60))
 
@@ -251,7 +259,7 @@ def test_stop_while_the_source_is_stuck_reconnecting(clip_frames):
     src = StuckSource(clip_frames)
     beats = []
     p = Pipeline(src, SlowRecognizer(0.0), None, heartbeat=lambda: beats.append(1),
-                 heartbeat_interval=0.05)
+                 options=PipelineOptions(heartbeat_interval=0.05))
     threading.Timer(0.6, p.stop).start()
     t0 = time.monotonic()
     stats = p.run()
@@ -280,7 +288,7 @@ def test_a_broken_sink_does_not_stop_recognition(recognizer, clip_frames):
 
     good = ListSink()
     stats = Pipeline(MemorySource(clip_frames, 8), recognizer, None, [Broken(), good],
-                     realtime=False).run()
+                     cuts=ShotCutDetector(), options=FILES).run()
     assert stats.frames == 8 and good.events  # the face in the clip's first frames: unknown
     assert stats.sink_errors == len(good.events)
 
@@ -313,7 +321,7 @@ def test_gallery_is_refreshed_about_every_interval(clip_frames):
 
     g = CountingGallery()
     p = Pipeline(MemorySource(clip_frames, None), SlowRecognizer(0.01), g,
-                 refresh_interval=0.1)
+                 options=PipelineOptions(refresh_interval=0.1))
     threading.Timer(1.05, p.stop).start()
     p.run()
     assert 6 <= g.refreshes <= 12
@@ -321,9 +329,11 @@ def test_gallery_is_refreshed_about_every_interval(clip_frames):
 
 def test_bad_settings_are_refused(clip_frames):
     with pytest.raises(ValueError):
-        Pipeline(MemorySource(clip_frames, 1), SlowRecognizer(0), None, queue_size=5)
+        Pipeline(MemorySource(clip_frames, 1), SlowRecognizer(0), None,
+                 options=PipelineOptions(queue_size=5))
     with pytest.raises(ValueError):
-        Pipeline(MemorySource(clip_frames, 1), SlowRecognizer(0), None, max_frames=0)
+        Pipeline(MemorySource(clip_frames, 1), SlowRecognizer(0), None,
+                 options=PipelineOptions(max_frames=0))
 
 
 def test_a_burst_of_new_faces_is_embedded_over_the_next_frames(recognizer, shared):
@@ -338,11 +348,11 @@ def test_a_burst_of_new_faces_is_embedded_over_the_next_frames(recognizer, share
             calls.append(len(crops))
             return embed(crops)
 
-    rec = Counting(recognizer.detector, recognizer.embedder)
-    stats = Pipeline(MemorySource([group], 4), rec, None, realtime=False,
-                     max_embeds_per_frame=2).run()
+    rec = Counting(recognizer.detector, recognizer.embedder, min_face=40)
+    stats = Pipeline(MemorySource([group], 4), rec, None, cuts=ShotCutDetector(),
+                     options=PipelineOptions(realtime=False, max_embeds_per_frame=2)).run()
     assert stats.faces == 4 * 6
     assert calls == [2, 2, 2]  # every new face once, two a frame; none is due again by frame 4
-    stats = Pipeline(MemorySource([group], 1), rec, None, realtime=False,
-                     max_embeds_per_frame=None).run()
+    stats = Pipeline(MemorySource([group], 1), rec, None, cuts=ShotCutDetector(),
+                     options=PipelineOptions(realtime=False, max_embeds_per_frame=None)).run()
     assert calls[-1] == 6

@@ -359,7 +359,7 @@ def test_serve_with_the_real_pipeline_pings_from_its_heartbeat(systemd, monkeypa
     """The real detector, embedder and Pipeline on real photos: READY, heartbeat pings, end."""
     from edgeface_cam.detect import make_detector
     from edgeface_cam.embed import Embedder
-    from edgeface_cam.pipeline import Pipeline
+    from edgeface_cam.pipeline import Pipeline, PipelineOptions
     from edgeface_cam.recognize import Recognizer
     from edgeface_cam.sources import open_source
 
@@ -368,11 +368,11 @@ def test_serve_with_the_real_pipeline_pings_from_its_heartbeat(systemd, monkeypa
     photos.mkdir()
     for i, p in enumerate(sorted((PEOPLE / "obama").glob("*.jpg"))[:4]):
         shutil.copy(p, photos / f"{i}.jpg")
-    recognizer = Recognizer(make_detector("yunet"), Embedder(num_threads=1))
+    recognizer = Recognizer(make_detector("yunet"), Embedder(num_threads=1), min_face=40)
 
     def build(folder, heartbeat):
-        return Pipeline(open_source(str(folder)), recognizer, None, [], realtime=False,
-                        heartbeat=heartbeat, heartbeat_interval=0.0)
+        return Pipeline(open_source(str(folder)), recognizer, None, [], heartbeat=heartbeat,
+                        options=PipelineOptions(realtime=False, heartbeat_interval=0.0))
 
     stats = serve(photos, build)
     assert stats.frames == 4 and stats.faces >= 4

@@ -12,7 +12,7 @@ import pytest
 
 from edgeface_cam import config as configmod
 from edgeface_cam.detect import YuNetDetector
-from edgeface_cam.snapshots import SnapshotStore, context_crop
+from edgeface_cam.events.snapshots import SnapshotStore, context_crop
 
 from .conftest import ASSETS, PEOPLE, VIDEO
 
@@ -75,11 +75,13 @@ def test_config_section_and_relative_dir(tmp_path):
 def test_pipeline_events_carry_a_picture_of_their_face(tmp_path, shared):
     from edgeface_cam.embed import Embedder
     from edgeface_cam.gallery import Gallery
-    from edgeface_cam.pipeline import Pipeline
+    from edgeface_cam.pipeline import Pipeline, PipelineOptions
     from edgeface_cam.recognize import Recognizer
+    from edgeface_cam.shotcut import ShotCutDetector
     from edgeface_cam.sources import open_source
 
-    rec = Recognizer(YuNetDetector(), Embedder(ASSETS / "edgeface_xs.tflite", num_threads=1))
+    rec = Recognizer(YuNetDetector(), Embedder(ASSETS / "edgeface_xs.tflite", num_threads=1),
+                     min_face=40)
     lin = PEOPLE / "lin_manuel_miranda" / "lin_manuel_miranda_1.png"
     (r,) = rec.analyze(cv2.imread(str(lin)))[:1]
     events = []
@@ -92,7 +94,8 @@ def test_pipeline_events_carry_a_picture_of_their_face(tmp_path, shared):
         g.enroll("Lin-Manuel Miranda", r.embedding[None], crops=[r.crop], sources=[str(lin)],
                  qualities=[r.quality])
         with open_source(str(VIDEO / "lin_manuel_miranda_clip.mp4")) as src:
-            Pipeline(src, rec, g, [Sink()], realtime=False, max_frames=60,
+            Pipeline(src, rec, g, [Sink()], cuts=ShotCutDetector(),
+                     options=PipelineOptions(realtime=False, max_frames=60),
                      snapshots=SnapshotStore(tmp_path / "snaps")).run()
     assert events and all(ev.get("snapshot") for ev in events)
     assert len(list((tmp_path / "snaps").glob("*.jpg"))) == len(events)

@@ -1,0 +1,261 @@
+"""The running system, built from settings: model, detector, recognizer, gallery, sinks, camera
+and pipeline, and one context manager that closes everything it opened.
+
+The CLI, the service and the web server build what they need through ``App``; nothing here
+parses arguments or prints. Each part is built on first use: ``list`` never loads the model,
+``identify`` never opens a camera. A setting the user can fix raises ``UserError`` (one line).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from . import selftest
+from .config import Config, ConfigError
+from .detect import Detector, make_detector
+from .embed import Embedder, file_sha256
+from .events import EventSink, JsonLinesSink, SnapshotStore, make_sinks
+from .gallery import Gallery
+from .pipeline import Pipeline, PipelineOptions, PipelineStats
+from .preview import Preview, PreviewUnavailable, display_available
+from .recognize import Recognizer
+from .service import install_signal_handlers
+from .shotcut import ShotCutDetector
+from .sources import FrameSource, open_source
+from .track import Tracker
+
+log = logging.getLogger(__name__)
+
+PROG = "edgeface-cam"
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the CLI reports it as one line with exit status 2."""
+
+
+class App:
+    """The parts one command or service needs, each built from ``cfg`` when first used.
+
+    A context manager: leaving it closes the gallery (and whatever else ``own`` was given).
+    """
+
+    def __init__(self, cfg: Config, db: str | None = None) -> None:
+        self.cfg = cfg
+        self.db_path = Path(db).expanduser() if db else cfg.gallery_path()
+        self._gallery: Gallery | None = None
+        self._owned: list[Any] = []
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- model, detector, recognizer ---------------------------------------------------------
+    def model_file(self) -> Path:
+        path = self.cfg.model_path()
+        if not path.is_file():
+            raise UserError(f"recognizer.model: model file not found: {path}")
+        return path
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        path = self.model_file()
+        try:
+            return Embedder(path, num_threads=self.cfg.recognizer.threads)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"recognizer.model: {e}") from None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The model's sha256, without loading the model (list/remove/rename need only this)."""
+        if "embedder" in self.__dict__:
+            return self.embedder.fingerprint
+        return file_sha256(self.model_file())
+
+    @cached_property
+    def detector(self) -> Detector:
+        d = self.cfg.detector
+        try:
+            return make_detector(d.backend, model=self.cfg.detector_model(),
+                                 input_width=d.input_width, score_threshold=d.score_threshold)
+        except (FileNotFoundError, ValueError, ImportError) as e:
+            raise UserError(f"detector: {e}") from None
+
+    @cached_property
+    def recognizer(self) -> Recognizer:
+        selftest.check(self.detector, self.embedder)  # a wrong numpy/OpenCV/LiteRT stops here
+        return Recognizer(self.detector, self.embedder, min_face=self.cfg.detector.min_face)
+
+    # --- gallery -----------------------------------------------------------------------------
+    def gallery(self, create: bool = True) -> Gallery | None:
+        """The gallery at ``db_path``; None when it does not exist and ``create`` is False."""
+        if self._gallery is None:
+            if not create and not self.db_path.exists():
+                return None
+            self._gallery = Gallery(self.db_path, self.fingerprint,
+                                    threshold=self.cfg.recognizer.threshold)
+        return self._gallery
+
+    def existing_gallery(self) -> Gallery:
+        g = self.gallery(create=False)
+        if g is None:
+            raise UserError(f"no gallery at {self.db_path} (enrol someone first: "
+                            f"{PROG} enroll --name NAME --images PHOTO)")
+        return g
+
+    # --- the running parts -------------------------------------------------------------------
+    def camera(self) -> FrameSource:
+        cam = self.cfg.camera
+        source = self.own(open_source(cam.source, cam.width, cam.height, cam.fps))
+        if cam.name:
+            source.name = cam.name
+        return source
+
+    def sinks(self, events_path: str | None = None) -> list[EventSink]:
+        """``events_path`` (JSON lines, '-' = stdout) instead of the configured sinks; with no
+        sinks configured, JSON lines on stdout."""
+        if events_path:
+            return [self.own(JsonLinesSink(events_path))]
+        people = [p.name for p in self.gallery().people()] if self._gallery else []
+        made = make_sinks(sink_specs(self.cfg, people)) or [JsonLinesSink(None)]
+        return [self.own(s) for s in made]
+
+    def preview(self, title: str) -> Preview | None:
+        made = make_preview(self.cfg.preview.enabled, title)
+        return None if made is None else self.own(made)
+
+    def snapshots(self) -> SnapshotStore | None:
+        folder = self.cfg.snapshots_dir()
+        if folder is None:
+            return None
+        try:
+            return SnapshotStore(folder, self.cfg.snapshots.max_files)
+        except OSError as e:
+            raise ConfigError(f"snapshots.dir: cannot use {folder}: {e.strerror or e}") from None
+
+    def tracker(self) -> Tracker:
+        t = self.cfg.tracking
+        return Tracker(t.iou_threshold, t.max_age, t.embed_every, t.vote_window)
+
+    def pipeline(self, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
+                 max_frames: int | None = None, preview: Preview | None = None,
+                 heartbeat: Callable[[], None] | None = None) -> Pipeline:
+        # Files are processed frame by frame (every frame counts in the demo and the bench);
+        # live sources drop stale frames so recognition never lags behind the camera.
+        cut = self.cfg.tracking.cut_threshold
+        return Pipeline(source, self.recognizer, gallery, sinks, tracker=self.tracker(),
+                        cuts=ShotCutDetector(cut) if cut else None, preview=preview,
+                        snapshots=self.snapshots(), heartbeat=heartbeat,
+                        options=PipelineOptions(max_frames=max_frames, realtime=source.live))
+
+    # --- closing -----------------------------------------------------------------------------
+    def own(self, thing: Any) -> Any:
+        """Close ``thing`` (an object with close(), or a function) when the app closes."""
+        self._owned.append(thing)
+        return thing
+
+    def close(self) -> None:
+        owned, self._owned = self._owned, []
+        if self._gallery is not None:
+            owned.insert(0, self._gallery)  # closed last: sinks may still be flushing
+            self._gallery = None
+        close_all(owned)
+
+
+def make_preview(setting: bool | str, title: str) -> Preview | None:
+    """A preview window for true/auto when a display exists; None otherwise."""
+    if setting is False:
+        return None
+    ok, why = display_available()
+    if not ok:
+        if setting is True:
+            log.warning("preview off: %s", why)
+        return None
+    try:
+        return Preview(title)
+    except (PreviewUnavailable, cv2.error) as e:  # the display went away since the check
+        log.warning("preview off: %s", str(e).strip().splitlines()[-1])
+        return None
+
+
+def close_all(things: list[Any]) -> None:
+    """Close each (an object with close(), or a close function), in reverse order of opening."""
+    for thing in reversed(things):
+        close = getattr(thing, "close", thing)
+        try:
+            close()
+        except Exception as e:  # one failing to flush must not hide the run's result
+            log.warning("closing %s failed: %s", getattr(thing, "__qualname__",
+                                                         type(thing).__name__), e)
+
+
+def sink_specs(cfg: Config, people: list[str]) -> list[dict[str, Any]]:
+    """The configured sinks; MQTT ones default to this camera's name and announce the enrolled
+    people to Home Assistant."""
+    specs = []
+    for spec in cfg.events:
+        spec = dict(spec)
+        if spec["type"] == "mqtt":
+            spec.setdefault("camera", cfg.camera.name or "camera")
+            spec.setdefault("people", people)
+        specs.append(spec)
+    return specs
+
+
+class Running:
+    """The service's running system: ``service.serve`` enters it, runs the pipeline, and
+    leaving it closes the camera, sinks, preview and gallery."""
+
+    def __init__(self, app: App, pipeline: Pipeline) -> None:
+        self.app = app
+        self.pipeline = pipeline
+
+    def __enter__(self) -> Pipeline:
+        return self.pipeline
+
+    def __exit__(self, *exc: object) -> None:
+        self.app.close()
+
+
+def build_running(cfg: Config, heartbeat: Callable[[], None], *, db: str | None = None,
+                  events_path: str | None = None, max_frames: int | None = None) -> Running:
+    """Camera -> pipeline -> sinks from ``cfg``; everything opened is closed if a part fails."""
+    app = App(cfg, db)
+    try:
+        source = app.camera()
+        gallery = app.gallery()
+        assert gallery is not None
+        if not gallery.people():
+            log.warning("the gallery %s is empty: every face will be unknown (enrol with "
+                        "`%s enroll`)", app.db_path, PROG)
+        sinks = app.sinks(events_path)
+        preview = app.preview(f"{PROG}: {cfg.camera.source}")
+        pipeline = app.pipeline(source, gallery, sinks, max_frames=max_frames, preview=preview,
+                                heartbeat=heartbeat)
+    except BaseException:
+        app.close()
+        raise
+    return Running(app, pipeline)
+
+
+def run_to_end(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
+               max_frames: int | None = None, preview: Preview | None = None) -> PipelineStats:
+    """One run to the end of a file (demo, bench); Ctrl-C stops it cleanly, with a summary."""
+    try:
+        pipeline = app.pipeline(source, gallery, sinks, max_frames=max_frames, preview=preview)
+        restore = install_signal_handlers(pipeline.stop)
+        try:
+            return pipeline.run()
+        finally:
+            restore()
+    finally:
+        if preview is not None:
+            preview.close()
+        source.close()
