@@ -18,6 +18,7 @@ from edgeface_cam.detect import (
     make_detector,
     ssd_anchors,
 )
+from edgeface_cam.recognize import Recognizer
 from edgeface_cam.runtime import load_interpreter
 from tests.conftest import PEOPLE, SCENES
 
@@ -143,10 +144,13 @@ def test_blazeface_flipped_image_keeps_image_left_eye_first(blaze):
 
 
 def test_blazeface_blank_image_and_min_face(shared):
-    det = make_detector("blazeface", min_face=40)
+    det = make_detector("blazeface")
     assert det.detect(np.zeros((480, 640, 3), np.uint8)) == []
-    big_only = make_detector("blazeface", min_face=2000)
-    assert big_only.detect(_read(PEOPLE / "obama" / "obama_1.jpg")) == []
+    # The one min-face filter is the recognizer's: the detector keeps every face it finds.
+    photo = _read(PEOPLE / "obama" / "obama_1.jpg")
+    assert det.detect(photo)
+    big_only = Recognizer(det, None, min_face=2000)
+    assert big_only.detect(photo) == []
 
 
 @pytest.mark.parametrize("variant", sorted(BLAZEFACE_FILES))
@@ -199,8 +203,8 @@ HAVE_MEDIAPIPE = importlib.util.find_spec("mediapipe") is not None
 def test_our_blazeface_decoding_matches_mediapipe(variant):
     """MediaPipe's own FaceDetector task is the reference for the same .tflite: our anchors,
     decoding, NMS and letterbox mapping must find the same faces at nearly the same places."""
-    ref = make_detector("mediapipe", model=variant, score_threshold=0.5, min_face=0)
-    ours = make_detector("blazeface", model=variant, score_threshold=0.5, min_face=0)
+    ref = make_detector("mediapipe", model=variant, score_threshold=0.5)
+    ours = make_detector("blazeface", model=variant, score_threshold=0.5)
     box_err, point_err = [], []
     for path in PEOPLE_PHOTOS:
         image = _read(path)

@@ -95,7 +95,7 @@ def test_quality_prefers_sharp_large_frontal_faces(detector, shared):
     assert sharpness_score(blurred.crop) < sharpness_score(sharp.crop) - 0.3
     assert blurred.quality < sharp.quality
     small_img = cv2.resize(image, None, fx=0.2, fy=0.2, interpolation=cv2.INTER_AREA)
-    small = Recognizer(YuNetDetector(min_face=10), None).analyze(small_img, embed=False)[0]
+    small = Recognizer(YuNetDetector(), None).analyze(small_img, embed=False)[0]
     assert size_score(small.face) < size_score(sharp.face)
     assert small.quality < sharp.quality
     for r in (sharp, blurred, small):
