@@ -13,9 +13,10 @@ API (what the CLI uses):
   ``exit_status(checks) -> int`` (1 if any check failed, else 0).
 - The single checks take plain arguments (paths, a source spec), so other tools can call them:
   ``check_runtime``, ``check_model``, ``check_self_test``, ``check_detector``, ``check_source``,
-  ``check_gallery``, ``check_display``, ``check_config``.
+  ``check_gallery``, ``check_display``, ``check_config``, ``check_whole_path``.
 
-``python -m edgeface_cam.doctor [--config PATH] [--no-camera]`` runs it without the CLI.
+``python -m edgeface_cam.doctor [options]`` is ``edgeface-cam doctor [options]``: the CLI reads
+the config; this module only checks what it is given.
 
 Doctor changes nothing: the gallery is opened read-only, and as ``immutable`` unless its owner
 has it open, so that running doctor (as root, say) never leaves WAL files behind, which would
@@ -24,7 +25,6 @@ lock the service out when owned by another user.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pwd
 import shutil
@@ -38,9 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import config as configmod
-from .compat import quiet_opencv
-from .config import ASSETS, Config, ConfigError
+from .config import ASSETS, Config
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SERVICE = "edgeface-cam"
@@ -133,7 +131,8 @@ def check_self_test(model: str | Path, threads: int = 1) -> Check:
     return Check("self-test", OK, f"{emb.name} on {emb.runtime}: cosine {cos:.4f}")
 
 
-def check_detector(backend: str = "yunet", model: str | None = None, input_width: int = 640,
+def check_detector(backend: str = "yunet", model: str | None = None,
+                   input_width: int | None = None,
                    score_threshold: float | None = None, image: str | Path | None = None) -> Check:
     """The detector loads and runs; with ``image`` (a photo of one face) it must find a face."""
     from .detect import make_detector
@@ -141,7 +140,7 @@ def check_detector(backend: str = "yunet", model: str | None = None, input_width
     fix = "check detector.backend and detector.model in the config"
     try:
         det = make_detector(backend, model=model, input_width=input_width,
-                            score_threshold=score_threshold, min_face=0)
+                            score_threshold=score_threshold)
         det.detect(np.zeros((240, 320, 3), np.uint8))
     except (ImportError, ValueError, FileNotFoundError, cv2.error) as e:
         return Check("detector", FAIL, _one_line(e), fix)
@@ -156,7 +155,8 @@ def check_detector(backend: str = "yunet", model: str | None = None, input_width
 
 
 def check_whole_path(model: str | Path, backend: str = "yunet", detector_model: str | None = None,
-                     input_width: int = 640, score_threshold: float | None = None) -> Check:
+                     input_width: int | None = None, score_threshold: float | None = None
+                     ) -> Check:
     """Detection, alignment, warp and embedding of the bundled self-test face, each against its
     recorded result: names the stage where numpy, OpenCV or LiteRT computes wrongly."""
     from .detect import make_detector
@@ -164,13 +164,14 @@ def check_whole_path(model: str | Path, backend: str = "yunet", detector_model: 
     from .selftest import stages
 
     det = make_detector(backend, model=detector_model, input_width=input_width,
-                        score_threshold=score_threshold, min_face=0)
+                        score_threshold=score_threshold)
     results = stages(det, Embedder(model, num_threads=1, self_test=False))
     bad = [s for s in results if not s.ok]
     if bad:
         return Check("full path", FAIL, "; ".join(f"{s.name}: {s.detail}" for s in bad),
                      "this numpy/OpenCV/LiteRT build computes wrongly on this CPU: install the "
-                     "versions the README names (pip install -U numpy opencv-python ai-edge-litert)")
+                     "versions the README names (pip install -U numpy opencv-python "
+                     "ai-edge-litert)")
     return Check("full path", OK, "; ".join(f"{s.name} ok" for s in results)
                  + f" ({results[-1].detail.split(' to ')[0].split()[-1]} cosine)")
 
@@ -397,25 +398,11 @@ def exit_status(checks: list[Check]) -> int:
     return 1 if any(c.status == FAIL for c in checks) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgeface_cam.doctor",
-                                     description="Check that this board can run edgeface-cam.")
-    parser.add_argument("--config", metavar="PATH", help="settings file (default: as the CLI)")
-    parser.add_argument("--db", metavar="PATH", help="gallery file (default: from the config)")
-    parser.add_argument("--no-camera", action="store_true", help="do not open the camera")
-    args = parser.parse_args(argv)
-    quiet_opencv()
-    settings: Config | None
-    error = None
-    try:
-        settings = configmod.load(args.config)
-    except ConfigError as e:
-        settings, error = None, str(e)
-    checks = main_checks(settings, config_error=error, gallery=args.db,
-                         camera=not args.no_camera)
-    print(report(checks))
-    return exit_status(checks)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m edgeface_cam.doctor ...` is `edgeface-cam doctor ...`: the CLI reads the config
+    # (and its --set/--model flags), so doctor needs no parser of its own.
+    import sys
+
+    from .cli import main
+
+    raise SystemExit(main(["doctor", *sys.argv[1:]]))
