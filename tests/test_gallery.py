@@ -503,3 +503,190 @@ def test_match_10k_groups_people_inserted_in_random_order(gpath: Path, rng):
     probes = np.stack([near(vecs[i], rng) for i in range(0, 10_000, 997)])
     assert [m.name for m in g.match_many(probes)] == [f"p{i // 4}" for i in range(0, 10_000, 997)]
     # Speed is a benchmark (benchmarks/gallery_match.py, BENCHMARKS.md), never a timed test.
+
+
+def test_threshold_defaults_to_the_config_definition(gpath: Path):
+    with Gallery(gpath, FP) as g:
+        assert g.threshold == RecognizerConfig().threshold
+
+
+# ---- one name rule (issue 12 #3) -------------------------------------------------------------
+def test_one_name_rule_for_lookups_enrol_remove_and_rename(gpath: Path, rng):
+    """Trimmed and compared case-insensitively, also beyond ASCII; the stored spelling wins."""
+    g = Gallery(gpath, FP)
+    g.enroll("OBAMA", unit(rng, 1))
+    g.enroll("Zoë Saldaña", unit(rng, 1))
+    obama = g.find_person("  obama ")
+    assert obama is not None and obama.name == "OBAMA" and obama.embeddings == 1
+    assert g.enroll("obama", unit(rng, 2)) == obama.id  # into the stored person...
+    assert g.find_person("Obama").embeddings == 3  # ...under the stored spelling
+    assert g.enroll(" ZOË SALDAÑA", unit(rng, 1)) == g.find_person("zoë saldaña").id
+    assert [(p.name, p.embeddings) for p in g.people()] == [("OBAMA", 3), ("Zoë Saldaña", 2)]
+    assert g.rename("ZOË saldaña ", "Zoe") == "Zoë Saldaña"  # the source by the rule too
+    with pytest.raises(GalleryError, match="'OBAMA' already exists"):
+        g.rename("zoe", "obama")
+    assert g.remove(" ZOE") == "Zoe"
+    assert g.find_person("Zoë Saldaña") is None and [p.name for p in g.people()] == ["OBAMA"]
+
+
+def test_did_you_mean_names_the_stored_spelling(gpath: Path, rng):
+    g = Gallery(gpath, FP)
+    g.enroll("Barack OBAMA", unit(rng, 1))
+    g.enroll("Joe Biden", unit(rng, 1))
+    assert g.suggest("barak obama") == "Barack OBAMA" and g.suggest("Kit Harington") is None
+    with pytest.raises(GalleryError, match=r"no person named 'Barak Obama' in the gallery "
+                                           r"\(did you mean 'Barack OBAMA'\?\)"):
+        g.remove("Barak Obama")
+    with pytest.raises(GalleryError, match=r"'joe bidn'.*did you mean 'Joe Biden'"):
+        g.rename("joe bidn", "Joseph")
+    assert len(g.people()) == 2
+
+
+# ---- a refused file is left as it was (issue 12 #4) --------------------------------------------
+def _foreign_file(path: Path, how: str) -> None:
+    if how == "junk":
+        path.write_bytes(b"this is not sqlite" * 100)
+        return
+    with sqlite3.connect(path) as c:
+        if how == "wal":
+            c.execute("PRAGMA journal_mode = WAL")
+        c.execute("CREATE TABLE notes(x)")
+        c.execute("INSERT INTO notes VALUES ('keep me')")
+        if how == "versioned":  # somebody else's schema version, not our tables
+            c.execute("PRAGMA user_version = 7")
+    c.close()
+
+
+@pytest.mark.parametrize("how,why", [
+    ("rollback", "not an edgeface-cam gallery"), ("wal", "not an edgeface-cam gallery"),
+    ("versioned", "not an edgeface-cam gallery"), ("junk", "not a usable gallery"),
+])
+def test_refused_file_is_not_modified(tmp_path: Path, how: str, why: str):
+    path = tmp_path / "someone-elses.sqlite"
+    _foreign_file(path, how)
+    before = path.read_bytes()
+    with pytest.raises(GalleryError, match=why) as e:
+        Gallery(path, FP)
+    assert "\n" not in str(e.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no -wal, no -shm
+
+
+# ---- a gallery in a read-only folder can be read (issue 12 #5) --------------------------------
+READ_ONLY_FOLDER = """
+    import json, os, sys, numpy as np
+    from edgeface_cam.gallery import Gallery, GalleryError
+    if os.geteuid() == 0:  # imported as root; now a normal user, to whom chmod applies
+        os.setgid(65534)
+        os.setuid(65534)
+    g = Gallery(sys.argv[1], "a" * 64)
+    out = {"read_only": g.read_only, "people": [p.name for p in g.people()],
+           "match": g.match(np.load(sys.argv[2])[0]).name, "stale": g.stale()}
+    for what, write in (("enroll", lambda: g.enroll("Bob", np.ones((1, 512)))),
+                        ("remove", lambda: g.remove("Ann")),
+                        ("rename", lambda: g.rename("Ann", "Anna"))):
+        try:
+            write()
+            out[what] = "written"
+        except GalleryError as e:
+            out[what] = str(e)
+    g.close()
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("leftovers", [False, True])
+def test_gallery_in_a_read_only_folder_reads_and_refuses_writes(rng, leftovers: bool):
+    import json
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ro-gallery-", dir="/tmp"))  # nobody can reach it
+    try:
+        gpath, a = folder / "gallery.db", unit(rng, 2)
+        np.save(folder / "probe.npy", a[:1])
+        with Gallery(gpath, FP) as g:
+            g.enroll("Ann", a)
+        if leftovers:  # a writer killed with the file open leaves its -wal and -shm behind
+            p = run_child(KEEP_OPEN, str(gpath))
+            assert p.stdout.readline().strip() == "open", p.stderr.read()
+            p.kill()
+            p.wait()
+            assert Path(f"{gpath}-wal").exists() and Path(f"{gpath}-shm").exists()
+        for f in folder.iterdir():
+            os.chown(f, 65534, 65534) if os.geteuid() == 0 else None
+            f.chmod(0o644)
+        folder.chmod(0o555)
+        if os.geteuid() == 0:
+            os.chown(folder, 65534, 65534)
+        before = sorted(f.name for f in folder.iterdir())
+        p = run_child(READ_ONLY_FOLDER, str(gpath), str(folder / "probe.npy"))
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        got = json.loads(out)
+        people = ["Ann", "Cy"] if leftovers else ["Ann"]  # Cy was committed, in the WAL
+        assert got["read_only"] and got["people"] == people and got["match"] == "Ann", got
+        for what in ("enroll", "remove", "rename"):
+            assert got[what].startswith(f"cannot {what.replace('enroll', 'enrol')} ") \
+                and "read-only" in got[what] and "\n" not in got[what], got
+        assert sorted(f.name for f in folder.iterdir()) == before
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+KEEP_OPEN = """
+    import sys, time
+    from edgeface_cam.gallery import Gallery
+    g = Gallery(sys.argv[1], "a" * 64)
+    g.enroll("Cy", [[1.0] * 512])
+    print("open", flush=True)
+    time.sleep(60)
+"""
+
+
+# ---- reembed is one transaction (issue 12 #11) ------------------------------------------------
+REEMBED = """
+    import sys, time, numpy as np
+    from edgeface_cam.gallery import Gallery
+    g = Gallery(sys.argv[1], "a" * 64)
+    def slow_model(crops):
+        print("batch", flush=True)
+        time.sleep(0.01)
+        return np.random.default_rng(len(crops)).standard_normal((len(crops), 512))
+    print(g.reembed(slow_model, batch_size=2), flush=True)
+"""
+
+
+def fingerprints(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path, timeout=10) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return dict(c.execute("SELECT model_fingerprint, COUNT(*) FROM embeddings "
+                              "GROUP BY model_fingerprint").fetchall())
+
+
+@pytest.mark.slow
+def test_sigkill_mid_reembed_leaves_old_or_new_never_a_mix(gpath: Path, rng):
+    crops = fixture_crops("obama/obama_1.jpg", "biden/biden_1.jpg")
+    with Gallery(gpath, OTHER_FP) as old:
+        for i in range(20):
+            old.enroll(f"p{i}", unit(rng, 2), crops=crops)
+    r, outcomes = random.Random(3), set()
+    for _ in range(12):
+        p = run_child(REEMBED, str(gpath))
+        for _ in range(r.randint(1, 20)):  # 20 batches of 2: land anywhere, the write included
+            assert p.stdout.readline().strip() == "batch", p.stderr.read()
+        time.sleep(r.uniform(0.0, 0.02))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        fps = fingerprints(gpath)
+        assert fps in ({OTHER_FP: 40}, {FP: 40}), fps  # all old or all new
+        outcomes.add(next(iter(fps)))
+        if FP in fps:
+            break
+    assert OTHER_FP in outcomes  # killed before the end at least once, and nothing was mixed
+    p = run_child(REEMBED, str(gpath))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert fingerprints(gpath) == {FP: 40}
+    with Gallery(gpath, FP) as g:
+        assert g.stale() == 0 and len(g) == 40

@@ -65,6 +65,10 @@ TABLES: list[tuple[str, ...]] = [("people", "embeddings")]  # TABLES[i]: what MI
 assert len(MIGRATIONS) == len(TABLES) == SCHEMA_VERSION
 
 
+# How opening a WAL file read-only fails where its -shm cannot be created or initialised.
+_NO_SHM = ("SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT")
+
+
 def _encode_crop(crop: np.ndarray) -> bytes:
     """A small JPEG of the aligned crop: enough to re-embed with a future model."""
     ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
@@ -170,10 +174,11 @@ class Store:
         try:
             return self._open(uri)
         except sqlite3.Error as e:
-            if not (self.read_only and getattr(e, "sqlite_errorname", "") == "SQLITE_CANTOPEN"):
+            if not (self.read_only and getattr(e, "sqlite_errorname", "") in _NO_SHM):
                 raise GalleryError(_error_message(e, path)) from None
-        # A WAL file in a read-only folder without its -shm file cannot be opened read-only;
-        # immutable=1 reads it without the shared-memory index (nothing can change it there).
+        # A WAL file in a read-only folder without its -shm file cannot be opened read-only
+        # (SQLite would have to create the -shm); immutable=1 reads it without the
+        # shared-memory index (no writer can change it in a folder nobody may write).
         log.warning("gallery %s is in a read-only folder: opened as immutable", path)
         try:
             return self._open(uri + "&immutable=1")
