@@ -28,14 +28,15 @@ def quiet_opencv() -> None:
 
 
 @contextmanager
-def opencv_errors_only() -> Iterator[None]:
-    """Silence OpenCV's warnings for one call, then restore the previous level."""
+def opencv_errors_only(silent: bool = False) -> Iterator[None]:
+    """Silence OpenCV's warnings (``silent``: its error lines too) for one call, then restore
+    the previous level."""
     api = _opencv_logging()
     if api is None:
         yield
         return
     level = api.getLogLevel()
-    api.setLogLevel(api.LOG_LEVEL_ERROR)
+    api.setLogLevel(api.LOG_LEVEL_SILENT if silent else api.LOG_LEVEL_ERROR)
     try:
         yield
     finally:
