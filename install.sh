@@ -43,7 +43,8 @@ Options:
                  the user. The enrolled people are lost.
   -h, --help     this help
 
-Environment: PYTHON (default python3) is the interpreter for the venv (3.10 or newer).
+Environment: PYTHON (default python3) is the interpreter for the venv (3.10 or newer);
+EDGEFACE_PIOS=1 installs as on Raspberry Pi OS (system site-packages, the system's numpy pinned).
 Use the same --prefix/--no-system for --uninstall as for the install.
 EOF
 }
@@ -150,7 +151,9 @@ if [ -r /etc/os-release ]; then
   OS_LIKE=$(. /etc/os-release; echo "${ID:-} ${ID_LIKE:-}")
   [[ $OS_LIKE == *debian* || $OS_LIKE == *ubuntu* || $OS_LIKE == *raspbian* ]] || PLATFORM=other
 fi
-if [ -f /etc/rpi-issue ] || grep -qs "Raspberry Pi" /proc/device-tree/model; then
+# EDGEFACE_PIOS=1 takes the Pi OS branch on any Debian (scripts/test-arm64.sh, in an arm64 root).
+if [ -f /etc/rpi-issue ] || grep -qs "Raspberry Pi" /proc/device-tree/model ||
+   [ "${EDGEFACE_PIOS:-0}" = 1 ]; then
   PLATFORM=pi
 elif [ -f /etc/nv_tegra_release ]; then
   PLATFORM=jetson

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The device half on an emulated arm64 CPU (qemu-user + binfmt_misc) in a Debian root: the
+# README's quick start and Pi OS's install.sh way, each checked by scripts/device-checks.sh, and
+# the results compared with the same library versions on this x86 CPU (scripts/cross_cpu.py).
+#
+# Usage: sudo bash scripts/test-arm64.sh [bookworm|trixie]      (default bookworm)
+#   bookworm = Python 3.11 and numpy 1.24 (Pi OS Bookworm); trixie = Python 3.13, numpy 2.2.
+# Environment:
+#   QEMU_CPU             the emulated core (default cortex-a72, the Pi 4's; cortex-a76 = Pi 5).
+#                        Not qemu's default 'max': its extra vector units miscompute numpy there.
+#   EDGEFACE_ARM64_CACHE where the roots, venvs and pip caches are kept (default .cache/arm64)
+#   EDGEFACE_SHARED      the shared/ folder with the fixtures (default ../shared)
+#   DEBIAN_MIRROR        (default http://deb.debian.org/debian)
+# The first run builds the root (debootstrap, ~10 min); later runs reuse it and the venvs.
+# Prints one summary line; exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+SUITE=${1:-bookworm}
+export QEMU_CPU=${QEMU_CPU:-cortex-a72}
+CACHE=${EDGEFACE_ARM64_CACHE:-$REPO/.cache/arm64}
+SHARED=${EDGEFACE_SHARED:-$REPO/../shared}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+START=$(date +%s)
+
+die() { printf 'test-arm64: error: %s\n' "$*" >&2; exit 1; }
+say() { printf '== [arm64 %s] %s\n' "$SUITE" "$*"; }
+
+case "$SUITE" in
+  bookworm) GLIB=libglib2.0-0 ;;
+  trixie) GLIB=libglib2.0-0t64 ;;
+  *) die "unknown suite '$SUITE' (bookworm or trixie)" ;;
+esac
+[ -d "$SHARED/fixtures" ] || die "no fixtures at $SHARED/fixtures (set EDGEFACE_SHARED)"
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mounts): sudo bash $0 $SUITE"
+
+# --- the host's tools: qemu-user-static, binfmt_misc, debootstrap ---------------------------
+BINFMT=/proc/sys/fs/binfmt_misc
+if ! command -v debootstrap >/dev/null || [ ! -e /usr/share/binfmts/qemu-aarch64 ]; then
+  if command -v apt-get >/dev/null; then
+    say "apt-get install qemu-user-static binfmt-support debootstrap"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq qemu-user-static binfmt-support debootstrap; } \
+      >/dev/null || die "apt-get could not install qemu-user-static binfmt-support debootstrap"
+  fi
+fi
+command -v debootstrap >/dev/null ||
+  die "debootstrap is not installed (apt-get install debootstrap qemu-user-static binfmt-support)"
+if [ ! -e "$BINFMT/status" ]; then
+  mount -t binfmt_misc binfmt_misc "$BINFMT" 2>/dev/null ||
+    die "binfmt_misc is not mounted and cannot be (mount -t binfmt_misc binfmt_misc $BINFMT: a container without that right cannot run arm64 programs)"
+fi
+if [ ! -e "$BINFMT/qemu-aarch64" ] && command -v update-binfmts >/dev/null; then
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+fi
+grep -qs '^enabled' "$BINFMT/qemu-aarch64" ||
+  die "binfmt_misc has no enabled qemu-aarch64 entry (apt-get install qemu-user-static binfmt-support; update-binfmts --enable qemu-aarch64)"
+grep -qs '^flags:.*F' "$BINFMT/qemu-aarch64" ||
+  die "the qemu-aarch64 binfmt entry lacks the F (fix binary) flag that a chroot needs: use Debian's qemu-user-static"
+
+# --- the root: debootstrap once, then reused ---------------------------------------------------
+# python3-numpy is what Pi OS's venv sees through --system-site-packages (install.sh pins it);
+# libgl1 and glib are what opencv-python's GUI build loads.
+ROOT=$CACHE/$SUITE
+PKGS=python3,python3-venv,python3-numpy,libgl1,$GLIB,ca-certificates
+ROOT_STAMP=$ROOT/.edgeface-root
+if [ "$(cat "$ROOT_STAMP" 2>/dev/null)" != "$PKGS" ]; then
+  say "debootstrap --arch=arm64 $SUITE (once; kept in $ROOT)"
+  rm -rf "$ROOT.tmp"
+  mkdir -p "$CACHE"
+  debootstrap --arch=arm64 --variant=minbase --include="$PKGS" "$SUITE" "$ROOT.tmp" "$MIRROR" \
+    > "$CACHE/debootstrap-$SUITE.log" 2>&1 ||
+    die "debootstrap failed (see $CACHE/debootstrap-$SUITE.log: $(tail -n 1 "$CACHE/debootstrap-$SUITE.log"))"
+  rm -rf "$ROOT"
+  mv "$ROOT.tmp" "$ROOT"
+  echo "$PKGS" > "$ROOT_STAMP"
+fi
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+
+# --- the checkout and the scripts go in; shared/ is bind-mounted read-only ----------------------
+# /work/main keeps only its .venv (the quick start's, reused when the dependencies are unchanged).
+W=$ROOT/work/main
+mkdir -p "$W" "$ROOT/work/shared" "$ROOT/work/out"
+find "$W" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+rm -rf "$ROOT/work/out"/*
+if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+  git -C "$REPO" ls-files -z -co --exclude-standard |
+    while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+    tar -C "$REPO" --null -T - -cf - | tar -C "$W" -xf -
+else
+  tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=.cache --exclude=__pycache__ -cf - . |
+    tar -C "$W" -xf -
+fi
+
+# --- x86 twins: the same library versions as each arm64 venv, on this CPU -------------------
+# (after the arm64 install, which decides the versions; built and kept under the cache).
+x86_twin() {  # x86_twin NAME "numpy==A opencv-python==B ai-edge-litert==C" -> venv path
+  local dir=$CACHE/x86-$SUITE-$1 pins=$2 py=${PYTHON:-python3} deps
+  deps=$(cat "$REPO/setup.py" "$REPO/pyproject.toml"; echo "$pins"; "$py" -V 2>&1)
+  deps=$(printf '%s' "$deps" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$dir/.edgeface-deps" 2>/dev/null)" != "$deps" ]; then
+    rm -rf "$dir"
+    "$py" -m venv "$dir" >&2
+    # shellcheck disable=SC2086
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[device]" $pins \
+      2> >(grep -v "is ignored: it is neither a file" >&2) >&2
+    echo "$deps" > "$dir/.edgeface-deps"
+  fi
+  echo "$dir"
+}
+
+# --- run: a private mount namespace, so nothing stays mounted when this script stops --------
+# No /sys: XNNPACK's cpuinfo would read the host's CPU list there and the emulated process
+# segfaults; without it XNNPACK falls back safely. /dev is a small tmpfs of its own.
+say "QEMU_CPU=$QEMU_CPU; running the checks in the root (emulated: minutes)"
+rc=0
+# shellcheck disable=SC2016  # expanded by the inner shell
+unshare --mount --propagation private bash -euo pipefail -c '
+  R=$1 SHARED=$2
+  mount -t proc proc "$R/proc"
+  mount -t tmpfs -o mode=0755,size=64m dev "$R/dev"
+  for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
+    IFS=: read -r name major minor <<<"$n"
+    mknod -m 0666 "$R/dev/$name" c "$major" "$minor"
+  done
+  mkdir -p "$R/dev/shm" "$R/dev/pts" && mount -t tmpfs -o mode=1777 shm "$R/dev/shm"
+  ln -s /proc/self/fd "$R/dev/fd"
+  mount --bind "$SHARED" "$R/work/shared" && mount -o remount,bind,ro "$R/work/shared"
+  mount -t tmpfs -o mode=1777 tmp "$R/tmp"
+  exec chroot "$R" /usr/bin/env -i QEMU_CPU="$QEMU_CPU" HOME=/root LANG=C.UTF-8 \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    EDGEFACE_PIOS=1 bash /work/main/scripts/arm64-inside.sh /work/out
+' _ "$ROOT" "$(cd "$SHARED" && pwd)" || rc=$?
+
+# --- compare each arm64 venv's results with its x86 twin's ------------------------------------
+OUT=$ROOT/work/out
+verdicts=()
+for kind in quickstart pios; do
+  [ -s "$OUT/$kind.json" ] || { verdicts+=("$kind: no results"); rc=1; continue; }
+  pins=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["versions"]; print(" ".join(f"{k}=={v[k]}" for k in ("numpy","opencv-python","ai-edge-litert")))' "$OUT/$kind.json")
+  if ! twin=$(x86_twin "$kind" "$pins"); then
+    verdicts+=("$kind: x86 twin ($pins) did not install"); rc=1; continue
+  fi
+  (cd / && "$twin/bin/python" "$REPO/scripts/cross_cpu.py" dump --shared "$SHARED" \
+    --out "$OUT/$kind-x86.json") || { verdicts+=("$kind: x86 dump failed"); rc=1; continue; }
+  if line=$(python3 "$REPO/scripts/cross_cpu.py" compare "$OUT/$kind-x86.json" "$OUT/$kind.json"); then
+    verdicts+=("$kind: $line")
+  else
+    verdicts+=("$kind: FAIL $line"); rc=1
+  fi
+done
+mkdir -p "$CACHE/results"
+cp "$OUT"/*.json "$OUT"/*.txt "$CACHE/results/" 2>/dev/null || true
+inside=$(cat "$OUT/summary.txt" 2>/dev/null || echo "the checks inside did not finish")
+status=ok; ((rc == 0)) || status=FAIL
+printf 'test-arm64 %s: %s on %s (QEMU_CPU=%s) in %ss: %s | %s\n' "$SUITE" "$status" \
+  "$(uname -m)->arm64" "$QEMU_CPU" "$(( $(date +%s) - START ))" "$inside" "$(IFS=';'; echo "${verdicts[*]}")"
+exit "$rc"
