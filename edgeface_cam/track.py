@@ -1,4 +1,4 @@
-"""A small IoU tracker with per-track name voting and a once-per-track decision.
+"""A small IoU tracker with per-track name voting and at most two decisions a track.
 
 Matching is greedy (highest IoU pair first) rather than Hungarian: with a handful of faces a
 frame the two agree almost always, and greedy needs no scipy on the Pi (a 40 MB wheel).
@@ -6,7 +6,7 @@ frame the two agree almost always, and greedy needs no scipy on the Pi (a 40 MB 
 Each track is embedded when it appears, then every ``embed_every`` frames, or sooner when its
 quality beats the best seen so far by ``quality_margin``. Each embedding's gallery match is a
 vote; the label is the score-weighted winner of the last ``vote_window`` votes, so one odd frame
-does not flip it. A track is *decided* exactly once, which is when the pipeline emits its event:
+does not flip it. A track is *decided* (the pipeline emits its event)
 as soon as a name has ``confirm_votes`` votes and leads the vote, or as unknown after
 ``unknown_after`` usable embeddings (face quality >= ``min_quality``: a profile or blurred face
 must not make a stranger of someone who turns to the camera a moment later) without a leading
@@ -50,9 +50,7 @@ class Vote:
 class Track:
     id: int
     face: Face
-    first_frame: int
     last_frame: int
-    hits: int = 1
     missed: int = 0
     quality: float = 0.0
     best_quality: float = -1.0
@@ -64,7 +62,6 @@ class Track:
     name: str | None = None  # the current voted label (None = unknown / not yet embedded)
     score: float = 0.0  # mean score of the votes for ``name``
     decided: bool = False
-    decided_frame: int | None = None
     decided_name: str | None = None  # the name of the last decision (None: unknown)
     cut_pending: bool = False  # a shot cut since the last embedding: check who this is
     snapshot: np.ndarray | None = None  # picture of the best face so far (pipeline-owned)
@@ -147,15 +144,13 @@ class Tracker:
                 used_f.add(fi)
                 t = live[ti]
                 t.face, t.last_frame, t.missed = faces[fi], self._frame, 0
-                t.hits += 1
                 assigned[fi] = t
         for t in live:
             if t.last_frame != self._frame:
                 t.missed += 1
         for fi, f in enumerate(faces):
             if assigned[fi] is None:
-                t = Track(id=self._next_id, face=f, first_frame=self._frame,
-                          last_frame=self._frame)
+                t = Track(id=self._next_id, face=f, last_frame=self._frame)
                 self._next_id += 1
                 self.tracks.append(t)
                 assigned[fi] = t
@@ -214,8 +209,7 @@ class Tracker:
 
     def _split(self, old: Track) -> Track:
         """End ``old`` here and give its current face to a new track."""
-        new = Track(id=self._next_id, face=old.face, first_frame=self._frame,
-                    last_frame=self._frame)
+        new = Track(id=self._next_id, face=old.face, last_frame=self._frame)
         self._next_id += 1
         self.tracks[self.tracks.index(old)] = new
         self._finish(old)
@@ -233,12 +227,10 @@ class Tracker:
         track.name = best
         track.score = float(np.mean(scores[best]))
 
-    def _decide(self, track: Track) -> bool:
+    def _decide(self, track: Track) -> None:
         track.decided = True
-        track.decided_frame = self._frame
         track.decided_name = track.name
         self._decided.append(track)
-        return True
 
     def _finish(self, track: Track) -> None:
         if not track.decided and track.embeddings > 0:
@@ -262,7 +254,8 @@ class Tracker:
 
     # --- decisions ---------------------------------------------------------------------------
     def pop_decisions(self) -> list[Track]:
-        """Tracks decided since the last call (each track appears once in a tracker's life)."""
+        """Tracks decided since the last call: a track appears at most twice in its life
+        (decided, and once more if a stranger's track later earns a name)."""
         out, self._decided = self._decided, []
         return out
 
