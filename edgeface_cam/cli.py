@@ -327,42 +327,26 @@ def _unit_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    opts = common.add_argument_group("common options")
-    opts.add_argument("--config", metavar="PATH",
-                      help="settings file (default: $EDGEFACE_CAM_CONFIG, else "
-                           "/etc/edgeface-cam/config.yaml if present, else built-in defaults)")
-    opts.add_argument("--db", metavar="PATH",
-                      help="gallery database (default: gallery.path from the config)")
-    opts.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
-                      help="overrides logging.level from the config")
-    opts.add_argument("--model", metavar="PATH",
-                      help="overrides recognizer.model: a .tflite with its .json card beside it")
-    opts.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                      dest="settings",
-                      help="overrides one config key, e.g. --set recognizer.threshold=0.4 "
-                           "(repeatable; VALUE is YAML)")
-    as_json = _Parser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
+class _Commands:
+    """Adds subcommands, each with the common options, a summary and examples."""
 
-    parser = _Parser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Real-time on-device face recognition (EdgeFace + LiteRT).",
-        epilog=f"start with:  {PROG} demo\nhelp on one command:  {PROG} COMMAND --help")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    def __init__(self, sub: Any, common: argparse.ArgumentParser,
+                 as_json: argparse.ArgumentParser) -> None:
+        self.sub, self.common, self.as_json = sub, common, as_json
 
-    def add(name: str, func: Callable[..., int], summary: str, examples: str,
+    def add(self, name: str, func: Callable[..., int], summary: str, examples: str,
             json_flag: bool = False) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=summary, description=textwrap.fill(summary, 79),
-                           parents=[common, as_json] if json_flag else [common],
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="examples:\n" + "\n".join(
-                               f"  {PROG} {line}" for line in examples.strip().splitlines()))
+        parents = [self.common, self.as_json] if json_flag else [self.common]
+        p = self.sub.add_parser(name, help=summary, description=textwrap.fill(summary, 79),
+                                parents=parents,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n" + "\n".join(
+                                    f"  {PROG} {line}" for line in examples.strip().splitlines()))
         p.set_defaults(func=func)
         return p
 
+
+def _add_everyday_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("run", cmd_run, "Recognise faces from the camera (the service's main loop); one JSON "
             "event per face track on stdout or the configured sinks.",
             "run\nrun --source /dev/video0 --no-preview\n"
@@ -413,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("reembed", cmd_reembed, "Re-embed the stored face crops with the current model (after a "
         "model change; faces from another model are never compared).", "reembed")
 
+
+def _add_tool_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("identify", cmd_identify, "Find the faces in still images and name them. Exit "
             "status 1 if an image has no face.",
             "identify photo.jpg\nidentify *.jpg --json\nidentify group.jpg --threshold 0.45",
@@ -448,7 +434,38 @@ def build_parser() -> argparse.ArgumentParser:
             "Changes nothing.", "doctor\ndoctor --config /etc/edgeface-cam/config.yaml "
             "--no-camera")
     p.add_argument("--no-camera", action="store_true", help="do not open the camera")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    opts = common.add_argument_group("common options")
+    opts.add_argument("--config", metavar="PATH",
+                      help="settings file (default: $EDGEFACE_CAM_CONFIG, else "
+                           "/etc/edgeface-cam/config.yaml if present, else built-in defaults)")
+    opts.add_argument("--db", metavar="PATH",
+                      help="gallery database (default: gallery.path from the config)")
+    opts.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                      help="overrides logging.level from the config")
+    opts.add_argument("--model", metavar="PATH",
+                      help="overrides recognizer.model: a .tflite with its .json card beside it")
+    opts.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      dest="settings",
+                      help="overrides one config key, e.g. --set recognizer.threshold=0.4 "
+                           "(repeatable; VALUE is YAML)")
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    parser = _Parser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Real-time on-device face recognition (EdgeFace + LiteRT).",
+        epilog=f"start with:  {PROG} demo\nhelp on one command:  {PROG} COMMAND --help")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    cmds = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+                     common, as_json)
+    _add_everyday_commands(cmds.add)
+    _add_tool_commands(cmds.add)
     return parser
+
 
 
 def load_settings(args: argparse.Namespace) -> Config:
