@@ -15,6 +15,8 @@ import pytest
 from edgeface_cam.cli import build_parser, main
 from tests.conftest import ASSETS, FIXTURES, PEOPLE, ROOT, SCENES
 
+pytestmark = pytest.mark.device
+
 OBAMA, BIDEN = "Barack Obama", "Joe Biden"
 COMMANDS = ["run", "enroll", "list", "remove", "rename", "reembed", "identify", "verify", "demo",
             "bench", "doctor"]

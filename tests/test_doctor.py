@@ -21,6 +21,8 @@ from edgeface_cam.doctor import FAIL, OK, WARN
 
 from .conftest import ASSETS, PEOPLE, ROOT, VIDEO
 
+pytestmark = pytest.mark.device
+
 MODEL = ASSETS / "edgeface_xs.tflite"
 CLIP = VIDEO / "lin_manuel_miranda_clip.mp4"
 

@@ -21,6 +21,8 @@ from edgeface_cam.sources import Frame, SourceError, open_source
 
 from .conftest import ASSETS, PEOPLE, VIDEO
 
+pytestmark = pytest.mark.device
+
 CLIP = VIDEO / "lin_manuel_miranda_clip.mp4"
 STREET = VIDEO / "street_scene.mp4"
 LIN = PEOPLE / "lin_manuel_miranda" / "lin_manuel_miranda_1.png"

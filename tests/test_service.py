@@ -22,6 +22,8 @@ from edgeface_cam.service import Notifier, configure_logging, install_signal_han
 
 from .conftest import PEOPLE, ROOT, VIDEO
 
+pytestmark = pytest.mark.device
+
 
 class FakeSystemd:
     """The manager's end of $NOTIFY_SOCKET: a datagram socket collecting what the app sends."""

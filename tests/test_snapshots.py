@@ -16,6 +16,8 @@ from edgeface_cam.events.snapshots import SnapshotStore, context_crop
 
 from .conftest import ASSETS, PEOPLE, VIDEO
 
+pytestmark = pytest.mark.device
+
 
 def test_context_crop_grows_clips_and_shrinks():
     img = np.zeros((480, 640, 3), np.uint8)
