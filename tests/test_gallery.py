@@ -690,3 +690,67 @@ def test_sigkill_mid_reembed_leaves_old_or_new_never_a_mix(gpath: Path, rng):
     assert fingerprints(gpath) == {FP: 40}
     with Gallery(gpath, FP) as g:
         assert g.stale() == 0 and len(g) == 40
+
+
+# ---- schema migrations ---------------------------------------------------------------------
+def next_schema(monkeypatch, script: str, tables: tuple[str, ...]) -> None:
+    """Pretend this program writes one schema version more, as the next issue's will."""
+    monkeypatch.setattr(gallery_mod, "MIGRATIONS", [*gallery_mod.MIGRATIONS, script])
+    monkeypatch.setattr(gallery_mod, "TABLES", [*gallery_mod.TABLES, tables])
+    monkeypatch.setattr(gallery_mod, "SCHEMA_VERSION", gallery_mod.SCHEMA_VERSION + 1)
+
+
+def user_version(path: Path) -> int:
+    with sqlite3.connect(path) as c:
+        return c.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_a_new_schema_version_upgrades_the_file_in_place(gpath: Path, rng, monkeypatch):
+    a = unit(rng, 1)
+    with Gallery(gpath, FP) as g:
+        g.enroll("Ann", a)
+    v = gallery_mod.SCHEMA_VERSION
+    next_schema(monkeypatch, """
+        CREATE TABLE sightings (id INTEGER PRIMARY KEY, time TEXT NOT NULL);
+        CREATE TRIGGER sightings_time BEFORE INSERT ON sightings
+        BEGIN SELECT RAISE(ABORT, 'no time') WHERE NEW.time = ''; END;
+    """, ("sightings",))
+    with Gallery(gpath, FP) as g:
+        assert g.match(a[0]).name == "Ann"  # the people came along
+    assert user_version(gpath) == v + 1
+    with sqlite3.connect(gpath) as c:
+        assert c.execute("SELECT COUNT(*) FROM sightings").fetchone()[0] == 0
+    # A file that says it is at the new version but lacks the new table is not ours.
+    with sqlite3.connect(gpath) as c:
+        c.execute("DROP TABLE sightings")
+    with pytest.raises(GalleryError, match=r"not an edgeface-cam gallery.*sightings"):
+        Gallery(gpath, FP)
+
+
+def test_a_failed_migration_leaves_the_old_version(gpath: Path, rng, monkeypatch):
+    """All steps in one transaction (a guard: sqlite3's executescript would COMMIT the first
+    ones; sqlite-utils runs a script statement by statement inside the open transaction)."""
+    with Gallery(gpath, FP) as g:
+        g.enroll("Ann", unit(rng, 1))
+    v = gallery_mod.SCHEMA_VERSION
+    next_schema(monkeypatch, "CREATE TABLE extra(x); CREATE TABLE people(x);", ("extra",))
+    with pytest.raises(GalleryError, match="people already exists"):
+        Gallery(gpath, FP)
+    assert user_version(gpath) == v
+    with sqlite3.connect(gpath) as c:
+        assert "extra" not in {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+    monkeypatch.undo()
+    with Gallery(gpath, FP) as g:
+        assert [p.name for p in g.people()] == ["Ann"]
+
+
+def test_a_read_only_file_of_an_older_version_is_refused(gpath: Path, rng, monkeypatch):
+    with Gallery(gpath, FP) as g:
+        g.enroll("Ann", unit(rng, 1))
+    next_schema(monkeypatch, "CREATE TABLE extra(x);", ("extra",))
+    make_read_only(gpath)
+    try:
+        with pytest.raises(GalleryError, match="read-only and needs a schema upgrade"):
+            Gallery(gpath, FP)
+    finally:
+        undo_read_only(gpath)

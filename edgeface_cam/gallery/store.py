@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 
 CROP_JPEG_QUALITY = 90
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 file
-SCHEMA_VERSION = 1
 
 # Migrations: MIGRATIONS[i] takes the schema from version i to i + 1 (PRAGMA user_version), all
-# of them in one transaction. To change the schema, append a script and add the new tables to
-# TABLES: a file at version v >= 1 must hold TABLES[:v]'s tables, else it is not ours.
+# pending steps in one transaction (sqlite-utils runs a script statement by statement inside
+# it; sqlite3's own executescript would COMMIT first). To change the schema, append a script
+# here and the tables it adds to TABLES (a file at version v must hold the tables of
+# TABLES[:v], else it is not ours); SCHEMA_VERSION follows. Never edit a released step.
 # Raw SQL: COLLATE NOCASE, CHECK and ON DELETE CASCADE are clearer here than via sqlite-utils.
 MIGRATIONS: list[str] = [
     """
@@ -62,7 +63,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 TABLES: list[tuple[str, ...]] = [("people", "embeddings")]  # TABLES[i]: what MIGRATIONS[i] adds
-assert len(MIGRATIONS) == len(TABLES) == SCHEMA_VERSION
+SCHEMA_VERSION = len(MIGRATIONS)  # what this program writes
+assert len(TABLES) == SCHEMA_VERSION
 
 
 # How opening a WAL file read-only fails where its -shm cannot be created or initialised.
