@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from edgeface_cam.align import POINT_NAMES  # noqa: E402
 from edgeface_cam.detect import Face  # noqa: E402
+from edgeface_cam.embed import file_sha256  # noqa: E402
 from training import evaluate as E  # noqa: E402
+from training.common import open_detector  # noqa: E402
 
 ASSETS = ROOT / "assets"
 
@@ -84,7 +86,7 @@ class SFaceBackend(E.Backend):
 
     def identity(self) -> dict:
         return {"name": self.name, "runtime": f"opencv {cv2.__version__}",
-                "model": self.model.name, "sha256": E._sha256(self.model)}
+                "model": self.model.name, "sha256": file_sha256(self.model)}
 
 
 class DlibBackend(E.Backend):
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             backend = make()
             if det not in finders:
-                finders[det] = E.FaceFinder(E.make_detector(det, 0.0, 0.8),
+                finders[det] = E.FaceFinder(open_detector(det, 0.8),
                                             describe=f"{det} (score 0.8, min face 0px, pad 0)")
         except (Skip, E.EvalError, ValueError) as e:
             print(f"{name}: skipped: {e}", file=sys.stderr)

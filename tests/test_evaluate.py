@@ -10,9 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import ASSETS, DATASETS, FIXTURES, PEOPLE
+from edgeface_cam.detect import Face
+from edgeface_cam.embed import l2_normalize
+from tests.conftest import ASSETS, DATASETS, FIXTURES, PEOPLE, SCENES
 from training import evaluate as E
 from training import verification as V
+from training.common import MainFace, open_detector
+from training.evaluation import EvalError
+from training.evaluation.pairsets import read_bin, read_lfw, write_bin
+from training.evaluation.scoring import impostor_pairs
 
 XS_TFLITE = ASSETS / "edgeface_xs.tflite"
 needs_xs = pytest.mark.skipif(
@@ -39,9 +45,9 @@ def _oracle_and_random(seed: int, n_ids: int = 200, per_id: int = 4, dim: int = 
         if ids[a] != ids[b]:
             pairs.append((a, b))
             same.append(False)
-    centres = E.l2_normalize(rng.normal(size=(n_ids, dim)))
-    oracle = E.l2_normalize(centres[ids] + 0.05 * rng.normal(size=(len(ids), dim)))
-    random = E.l2_normalize(rng.normal(size=(len(ids), dim)))
+    centres = l2_normalize(rng.normal(size=(n_ids, dim)))
+    oracle = l2_normalize(centres[ids] + 0.05 * rng.normal(size=(len(ids), dim)))
+    random = l2_normalize(rng.normal(size=(len(ids), dim)))
     return np.array(pairs), np.array(same), oracle, random
 
 
@@ -110,8 +116,8 @@ def test_roc_is_monotone_and_complete(tmp_path: Path) -> None:
 def test_bin_round_trip(tmp_path: Path) -> None:
     crop = cv2.imread(str(FIXTURES / "aligned" / "tom_hanks_aligned_112.png"))
     crops = [crop, crop[:, ::-1], crop, np.ascontiguousarray(crop[::-1])]
-    path = E.write_bin(tmp_path / "t.bin", crops, [True, False], ext=".png")
-    ps = E.read_bin(path)
+    path = write_bin(tmp_path / "t.bin", crops, [True, False], ext=".png")
+    ps = read_bin(path)
     assert ps.aligned and ps.issame.tolist() == [True, False]
     assert ps.pairs.tolist() == [[0, 1], [2, 3]]
     for k, c in zip(ps.keys, crops, strict=True):
@@ -121,8 +127,8 @@ def test_bin_round_trip(tmp_path: Path) -> None:
 def test_bin_rejects_other_files(tmp_path: Path) -> None:
     bad = tmp_path / "x.bin"
     bad.write_bytes(b"not a pickle")
-    with pytest.raises(E.EvalError, match=r"not an insightface \.bin"):
-        E.read_bin(bad)
+    with pytest.raises(EvalError, match=r"not an insightface \.bin"):
+        read_bin(bad)
 
 
 PEOPLE_PHOTOS = {
@@ -162,7 +168,7 @@ def make_lfw(root: Path, with_blank: bool = True) -> Path:
 
 
 def test_lfw_reader(tmp_path: Path) -> None:
-    ps = E.read_lfw(make_lfw(tmp_path / "lfw"))
+    ps = read_lfw(make_lfw(tmp_path / "lfw"))
     assert len(ps.pairs) == 24 and ps.issame.sum() == 12
     assert ps.folds.tolist() == [0] * 12 + [1] * 12
     assert "Barack_Obama/Barack_Obama_0001.jpg" in ps.keys
@@ -175,17 +181,17 @@ def test_lfw_reader(tmp_path: Path) -> None:
 def test_lfw_reader_rejects_wrong_counts(tmp_path: Path) -> None:
     root = make_lfw(tmp_path / "lfw")
     (root / "pairs.txt").write_text("10\t300\nBarack_Obama\t1\t2\n")
-    with pytest.raises(E.EvalError, match="header says"):
-        E.read_lfw(root)
+    with pytest.raises(EvalError, match="header says"):
+        read_lfw(root)
 
 
 def test_impostor_pairs_are_distinct_identities() -> None:
     ids = [str(i // 3) for i in range(60)]
-    p = E.impostor_pairs(ids, 500, seed=1)
+    p = impostor_pairs(ids, 500, seed=1)
     assert len(p) == 500 and len({tuple(x) for x in p.tolist()}) == 500
     assert all(ids[a] != ids[b] for a, b in p)
     # Asking for more than exist gives them all (3 ids x 2 images: 12 cross pairs), no hang.
-    assert len(E.impostor_pairs(["a", "a", "b", "b", "c", "c"], 100)) == 12
+    assert len(impostor_pairs(["a", "a", "b", "b", "c", "c"], 100)) == 12
 
 
 # ------------------------------------------------------------------- end to end (real model)
@@ -214,12 +220,12 @@ def test_cli_lfw_layout_detector_and_landmarks(tmp_path: Path,
     assert (tmp_path / "r.png").is_file()
 
     # The same faces given as a landmarks file give the same scores.
-    det = E.make_detector("yunet", 0.0, 0.8)
+    main = MainFace(open_detector("yunet", 0.8))
     lines = []
     for name, files in PEOPLE_PHOTOS.items():
         for i in range(1, len(files) + 1):
             key = f"{name}/{name}_{i:04d}.jpg"
-            face = det.detect(cv2.imread(str(root / key)))[0]
+            face = main.find(cv2.imread(str(root / key)))
             lines.append(key + " " + " ".join(f"{v:.3f}" for v in face.landmarks.ravel()))
     (tmp_path / "lm.txt").write_text("\n".join(lines) + "\n")
     rc, out2, err = run_cli(["--lfw", str(root), "--model", str(XS_TFLITE),
@@ -270,3 +276,107 @@ def test_cli_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     tsv.write_text("a.jpg\tb.jpg\tmaybe\n")
     rc, _, err = run_cli(["--pairs", str(tsv), "--model", "x.tflite"], capsys)
     assert rc == 2 and "header lacks" in err
+
+
+# ------------------------------------------------------------- the LFW protocol: --pick centre
+
+# In each of these scenes the leftmost face is the subject and a larger face, someone else's,
+# stands beside it (checked by eye): Obama left of Biden, Biden left of Obama (and a girl), Rose
+# Leslie left of Kit Harington.
+SCENE_SUBJECTS = {"obama_biden_1.jpg": "Barack_Obama", "obama_biden_2.jpg": "Joe_Biden",
+                  "kit_harington_rose_leslie.jpg": "Rose_Leslie"}
+
+
+def centred_on(image: np.ndarray, subject: Face, bystander: Face) -> np.ndarray:
+    """A square window centred on ``subject``'s box that holds ``bystander``'s box too, as LFW's
+    pictures are centred on their subject (black where the window passes the photo's edge)."""
+    centre = subject.box[:2] + subject.box[2:4] / 2
+    corners = np.stack([bystander.box[:2], bystander.box[:2] + bystander.box[2:4]])
+    half = int(np.ceil(np.abs(corners - centre).max() + 0.25 * bystander.box[3]))
+    x0, y0 = np.round(centre).astype(int) - half
+    h, w = image.shape[:2]
+    pad = max(0, -x0, -y0, x0 + 2 * half - w, y0 + 2 * half - h)
+    big = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    return big[y0 + pad:y0 + pad + 2 * half, x0 + pad:x0 + pad + 2 * half]
+
+
+def scene_windows() -> dict[str, np.ndarray]:
+    """{subject's name: the scene cropped so that the subject is at the centre}."""
+    det = open_detector()
+    out = {}
+    for scene, name in SCENE_SUBJECTS.items():
+        image = cv2.imread(str(SCENES / scene))
+        faces = det.detect(image)
+        subject = min(faces, key=lambda f: float(f.box[0]))
+        bystander = max(faces, key=lambda f: float(f.box[2] * f.box[3]))
+        assert bystander is not subject, f"{scene}: the subject is the largest face"
+        out[name] = centred_on(image, subject, bystander)
+    return out
+
+
+def make_lfw_scenes(root: Path) -> Path:
+    """An LFW-layout folder: the fixture people's photos plus, per scene subject, the window
+    centred on them as their last picture; every pair but one touches such a window. 2 folds x
+    (5 same + 5 different)."""
+    make_lfw(root, with_blank=False)
+    last = {}
+    for name, window in scene_windows().items():
+        last[name] = len(PEOPLE_PHOTOS[name]) + 1
+        cv2.imwrite(str(root / name / f"{name}_{last[name]:04d}.jpg"), window)
+    o, b, r = last["Barack_Obama"], last["Joe_Biden"], last["Rose_Leslie"]
+    ob, jb, rl, kh = "Barack_Obama", "Joe_Biden", "Rose_Leslie", "Kit_Harington"
+    folds = [
+        ([(ob, o, 1), (ob, o, 2), (ob, o, 3), (jb, b, 1), (rl, r, 1)],
+         [(ob, o, jb, 1), (jb, b, ob, 1), (jb, b, ob, 2), (rl, r, kh, 1), (rl, r, kh, 2)]),
+        ([(ob, o, 4), (ob, o, 5), (jb, b, 2), (rl, r, 2), (kh, 1, 2)],
+         [(ob, o, jb, 2), (jb, b, ob, 3), (jb, b, ob, 4), (jb, b, ob, 5), (rl, r, kh, 3)]),
+    ]
+    lines = ["2\t5"]
+    for same, diff in folds:
+        lines += ["\t".join(map(str, s)) for s in same] + ["\t".join(map(str, d)) for d in diff]
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def holds(face: Face, point: np.ndarray) -> bool:
+    return bool(((face.box[:2] <= point) & (point <= face.box[:2] + face.box[2:4])).all())
+
+
+def test_centre_pick_finds_the_subject_where_largest_finds_a_bystander() -> None:
+    det = open_detector()
+    centre, largest = MainFace(det, pick="centre"), MainFace(det, pick="largest")
+    for name, window in scene_windows().items():
+        mid = np.array(window.shape[1::-1], np.float32) / 2
+        assert holds(centre.find(window), mid), name
+        assert not holds(largest.find(window), mid), name
+    with pytest.raises(ValueError, match="centre"):
+        MainFace(det, pick="middle")
+
+
+@needs_xs
+def test_cli_pick_on_the_lfw_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--lfw takes the face nearest the centre by default: on pictures centred on their subject
+    beside a larger bystander, the largest face costs most of the pairs."""
+    root = make_lfw_scenes(tmp_path / "lfw")
+    model = ["--model", str(XS_TFLITE)]
+
+    def accuracy(argv: list[str]) -> tuple[float, str]:
+        rc, out, err = run_cli([*argv, *model], capsys)
+        assert rc == 0, err
+        m = LAST_LINE.match(out.strip().splitlines()[-1])
+        assert m, out
+        return float(m.group(1)), out
+
+    default, out = accuracy(["--lfw", str(root)])
+    assert "centre face" in out
+    assert accuracy(["--lfw", str(root), "--pick", "centre"])[0] == default
+    largest, out = accuracy(["--lfw", str(root), "--pick", "largest"])
+    assert "largest face" in out
+    assert default >= 0.9, default
+    assert largest <= 0.6, largest
+    # Other pair sources keep the largest face by default: the same pairs as a TSV.
+    ps = read_lfw(root)
+    rows = [f"{ps.keys[a]}\t{ps.keys[b]}\t{int(s)}\t{f}"
+            for (a, b), s, f in zip(ps.pairs, ps.issame, ps.folds, strict=True)]
+    (tmp_path / "pairs.tsv").write_text("image_a\timage_b\tsame\tfold\n" + "\n".join(rows) + "\n")
+    assert accuracy(["--pairs", str(tmp_path / "pairs.tsv"), "--root", str(root)])[0] == largest

@@ -16,9 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeface_cam.align import align_face
-from edgeface_cam.detect import YuNetDetector
 from edgeface_cam.embed import Embedder, SelfTestFailed
+from edgeface_cam.embed import l2_normalize as unit
 from tests.conftest import ASSETS, DATASETS, MODELS, PEOPLE
 
 torch = pytest.importorskip("torch", reason="the training stack (pip install -e .[train])")
@@ -26,6 +25,13 @@ pytest.importorskip("litert_torch", reason="pip install -e .[export]")
 pytest.importorskip("ai_edge_quantizer", reason="pip install -e .[export]")
 
 from training import export as X  # noqa: E402
+from training.common import (  # noqa: E402
+    DEFAULT_MIN_FACE,
+    MainFace,
+    cosines,
+    open_detector,
+    torch_embed,
+)
 
 pytestmark = [pytest.mark.torch, pytest.mark.export, pytest.mark.slow]
 
@@ -43,20 +49,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 @pytest.fixture(scope="module")
 def crops(shared) -> dict[str, np.ndarray]:
     """Aligned crops of the fixture faces through the device path (YuNet + align_face)."""
-    det = YuNetDetector(min_face=20)
+    main = MainFace(open_detector(), min_face=DEFAULT_MIN_FACE)
     out = {}
     for _, rel in FACES:
-        img = cv2.imread(str(PEOPLE / rel))
-        faces = det.detect(img)
-        assert faces, f"YuNet found no face in {rel}"
-        out[rel] = align_face(img, faces[0].landmarks, faces[0].landmark_names)
+        crop = main.crop(cv2.imread(str(PEOPLE / rel)))
+        assert crop is not None, f"YuNet found no face in {rel}"
+        out[rel] = crop
     return out
 
 
@@ -81,7 +82,7 @@ def float_tflite(xxs, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_ref(xxs, batch) -> np.ndarray:
-    return X.torch_embed(xxs[0], batch)
+    return torch_embed(xxs[0], batch)
 
 
 def quantized(float_tflite: Path, mode: str, calibration: np.ndarray | None = None) -> Path:
@@ -103,7 +104,7 @@ MIN_COSINE = {"none": 0.999, "fp16": 0.999, "dynamic-int8": 0.995}
 def test_exported_model_matches_torch(mode, float_tflite, batch, torch_ref) -> None:
     path = quantized(float_tflite, mode)
     got = X.tflite_embed(path, batch)
-    cos = np.sum(unit(got) * unit(torch_ref), axis=1)
+    cos = cosines(got, torch_ref)
     assert cos.min() >= MIN_COSINE[mode], f"{mode}: cosine to torch {cos.round(5)}"
 
 
@@ -115,13 +116,13 @@ def test_quantized_files_are_smaller(float_tflite) -> None:
 @pytest.fixture(scope="module")
 def calibration(shared) -> np.ndarray:
     """40 CelebA faces (none of them in the compared batch), aligned the device's way."""
-    det = YuNetDetector(min_face=20)
+    main = MainFace(open_detector(), min_face=DEFAULT_MIN_FACE)
     out = []
     for path in sorted((DATASETS / "celeba-subset").glob("*/*.jpg")):
         img = cv2.imread(str(path))
-        faces = det.detect(img) if img is not None else []
-        if faces:
-            out.append(align_face(img, faces[0].landmarks, faces[0].landmark_names))
+        crop = main.crop(img) if img is not None else None
+        if crop is not None:
+            out.append(crop)
         if len(out) == 40:
             break
     assert len(out) == 40, "too few CelebA faces found for calibration"
@@ -148,7 +149,7 @@ def test_int8_is_integer_and_runs(int8_tflite, batch, torch_ref) -> None:
     assert np.int8 in _tensor_dtypes(int8_tflite), "no int8 tensors in the int8 export"
     got = X.tflite_embed(int8_tflite, batch)
     assert np.isfinite(got).all()
-    cos = np.sum(unit(got) * unit(torch_ref), axis=1)
+    cos = cosines(got, torch_ref)
     assert cos.mean() > 0.5, f"int8 embeddings unrelated to torch's: {cos.round(3)}"
 
 
@@ -156,7 +157,7 @@ def test_int8_is_integer_and_runs(int8_tflite, batch, torch_ref) -> None:
                    "(measured cosine ~0.77 to torch); see docs/models.md")
 def test_int8_parity_target(int8_tflite, batch, torch_ref) -> None:
     got = X.tflite_embed(int8_tflite, batch)
-    cos = np.sum(unit(got) * unit(torch_ref), axis=1)
+    cos = cosines(got, torch_ref)
     assert cos.min() >= 0.99
 
 
@@ -165,7 +166,7 @@ def test_int16x8_matches_torch(int16x8_tflite, batch, torch_ref) -> None:
     dtypes = _tensor_dtypes(int16x8_tflite)
     assert np.int16 in dtypes and np.int8 in dtypes, dtypes
     got = X.tflite_embed(int16x8_tflite, batch)
-    cos = np.sum(unit(got) * unit(torch_ref), axis=1)
+    cos = cosines(got, torch_ref)
     assert cos.min() >= 0.99, f"int16x8: cosine to torch {cos.round(4)}"
 
 
@@ -176,8 +177,8 @@ def test_int16x8_range_margin_matters(int16x8_tflite, float_tflite, calibration,
     tight = float_tflite.with_name("xxs_int16x8_tight.tflite")
     X.quantize(float_tflite, tight, "int16x8", calibration)
     wide = X.tflite_embed(int16x8_tflite, batch)
-    cos_tight = np.sum(unit(X.tflite_embed(tight, batch)) * unit(torch_ref), axis=1)
-    cos_wide = np.sum(unit(wide) * unit(torch_ref), axis=1)
+    cos_tight = cosines(X.tflite_embed(tight, batch), torch_ref)
+    cos_wide = cosines(wide, torch_ref)
     assert cos_wide.mean() > cos_tight.mean(), (cos_wide.round(4), cos_tight.round(4))
 
 
@@ -185,8 +186,8 @@ def test_dequantised_twin_stays_close_to_the_authors_int8_model(xxs, batch, torc
     """The exported float twin vs the authors' dynamic-int8 torch model (what they ship)."""
     _, refs, note = xxs
     assert "float twin" in note
-    q = X.torch_embed(refs["torch_q"], batch)
-    cos = np.sum(unit(q) * unit(torch_ref), axis=1)
+    q = torch_embed(refs["torch_q"], batch)
+    cos = cosines(q, torch_ref)
     assert cos.min() > 0.9, cos.round(4)
 
 

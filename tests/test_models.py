@@ -15,51 +15,75 @@ from torch import nn  # noqa: E402
 
 from edgeface_cam.align import align_face, normalize  # noqa: E402
 from edgeface_cam.detect import YuNetDetector  # noqa: E402
-from tests.conftest import MODELS, PEOPLE, ROOT  # noqa: E402
+from tests.conftest import MODELS as CHECKPOINTS  # noqa: E402
+from tests.conftest import PEOPLE, ROOT  # noqa: E402
 from training.models import (  # noqa: E402
+    MODELS,
     CheckpointMismatch,
     LoRaLin,
     count_mflops,
     count_params,
     freeze_positional_encoding,
     get_model,
+    list_models,
     load_model,
 )
 
-# Table 2 of the EdgeFace paper (params in millions, MFLOPs = 2 x MACs at 1x3x112x112).
+# The published table (../shared/REFERENCE.md; Table 2 of the EdgeFace paper): backbone, gamma,
+# params in millions, MFLOPs = 2 x MACs at 1x3x112x112. The _q models are the same networks with
+# dynamic int8 Linear layers.
 PUBLISHED = {
-    "edgeface_base": (18.23, 1398.83),
-    "edgeface_s_gamma_05": (3.65, 306.12),
-    "edgeface_xs_gamma_06": (1.77, 154.00),
-    "edgeface_xxs": (1.24, 94.72),
+    "edgeface_base": ("edgenext_base", None, 18.23, 1398.83),
+    "edgeface_s_gamma_05": ("edgenext_small", 0.5, 3.65, 306.12),
+    "edgeface_xs_gamma_06": ("edgenext_x_small", 0.6, 1.77, 154.00),
+    "edgeface_xxs": ("edgenext_xx_small", None, 1.24, 94.72),
 }
-GAMMA = {"edgeface_s_gamma_05": 0.5, "edgeface_xs_gamma_06": 0.6}
+QUANTIZED_TWIN = {"edgeface_xs_q": "edgeface_xs_gamma_06", "edgeface_xxs_q": "edgeface_xxs"}
+FLOAT_MODELS = [n for n, s in MODELS.items() if not s.quantized]
+QUANTIZED_MODELS = [n for n, s in MODELS.items() if s.quantized]
+LOW_RANK_MODELS = [n for n, s in MODELS.items() if s.gamma is not None]
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_registry_matches_the_published_table(name: str) -> None:
+    spec = MODELS[name]
+    if spec.quantized:  # the authors' _q files: full-rank linears (their files hold no linear1)
+        assert spec.gamma is None and spec.backbone == PUBLISHED[QUANTIZED_TWIN[name]][0]
+    else:
+        assert (spec.backbone, spec.gamma) == PUBLISHED[name][:2]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_and_gives_a_512_d_embedding(name: str) -> None:
+    with torch.no_grad():
+        y = get_model(name)(torch.zeros(2, 3, 112, 112))
+    assert tuple(y.shape) == (2, 512) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", FLOAT_MODELS)
 def test_params_and_mflops_match_the_paper(name: str) -> None:
-    params, mflops = PUBLISHED[name]
+    *_, params, mflops = PUBLISHED[name]
     model = get_model(name)
     assert count_params(model) / 1e6 == pytest.approx(params, rel=0.01)
     assert count_mflops(model) == pytest.approx(mflops, rel=0.01)
 
 
-def test_stats_cli_json_prints_the_four_models_within_one_percent() -> None:
-    names = ["edgeface_s_gamma_05", "edgeface_xs_gamma_06", "edgeface_xxs", "edgeface_base"]
-    out = subprocess.run([sys.executable, "-m", "training.stats", *names, "--json"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+def test_stats_cli_json_prints_the_float_models_within_one_percent() -> None:
+    out = subprocess.run([sys.executable, "-m", "training.stats", *FLOAT_MODELS, "--json"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
     rows = json.loads(out)
-    assert [r["name"] for r in rows] == names
+    assert [r["name"] for r in rows] == FLOAT_MODELS
     for r in rows:
         assert set(r) == {"name", "params_m", "mflops", "size_mb"}
-        params, mflops = PUBLISHED[r["name"]]
+        *_, params, mflops = PUBLISHED[r["name"]]
         assert r["params_m"] == pytest.approx(params, rel=0.01)
         assert r["mflops"] == pytest.approx(mflops, rel=0.01)
         assert r["size_mb"] == pytest.approx(params * 4, rel=0.05)  # fp32: 4 bytes a parameter
 
 
-@pytest.mark.parametrize("name", sorted(GAMMA))
+@pytest.mark.parametrize("name", LOW_RANK_MODELS)
 def test_low_rank_rule_replaces_every_linear_including_head_fc(name: str) -> None:
+    gamma = PUBLISHED[name][1]
     model = get_model(name)
     low_rank = {n: m for n, m in model.named_modules() if isinstance(m, LoRaLin)}
     assert "model.head.fc" in low_rank
@@ -68,7 +92,7 @@ def test_low_rank_rule_replaces_every_linear_including_head_fc(name: str) -> Non
             parent = n.rsplit(".", 1)[0]
             assert parent in low_rank, f"{n} is a full-rank Linear"
     for m in low_rank.values():
-        expected = max(2, int(min(m.in_features, m.out_features) * GAMMA[name]))
+        expected = max(2, int(min(m.in_features, m.out_features) * gamma))
         assert m.linear1.weight.shape == (expected, m.in_features)
         assert m.linear2.weight.shape == (m.out_features, expected)
         assert m.linear1.bias is None
@@ -97,9 +121,9 @@ def _embed(model: nn.Module, crops: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return dict(zip(crops, y, strict=True))
 
 
-@pytest.mark.parametrize("name", ["edgeface_xs_q", "edgeface_xxs_q"])
+@pytest.mark.parametrize("name", QUANTIZED_MODELS)
 def test_authors_checkpoint_loads_strict_and_tells_people_apart(name, fixture_crops) -> None:
-    state = torch.load(MODELS / f"{name}.pt", map_location="cpu", weights_only=False)
+    state = torch.load(CHECKPOINTS / f"{name}.pt", map_location="cpu", weights_only=False)
     model = get_model(name)
     model.load_state_dict(state, strict=True)  # the published file, as the authors load it
     emb = _embed(model.eval(), fixture_crops)
@@ -111,8 +135,8 @@ def test_authors_checkpoint_loads_strict_and_tells_people_apart(name, fixture_cr
 
 
 def test_dequantised_twin_holds_exactly_the_int8_weights() -> None:
-    q = load_model("edgeface_xxs_q", MODELS / "edgeface_xxs_q.pt")
-    f = load_model("edgeface_xxs_q_float", MODELS / "edgeface_xxs_q.pt")
+    q = load_model("edgeface_xxs_q", CHECKPOINTS / "edgeface_xxs_q.pt")
+    f = load_model("edgeface_xxs_q_float", CHECKPOINTS / "edgeface_xxs_q.pt")
     qw = q.model.head.fc.weight()
     ints = qw.int_repr().numpy().astype(np.float64)
     expected = (ints - qw.q_zero_point()) * qw.q_scale()  # per-tensor in the authors' files
@@ -162,7 +186,7 @@ def test_a_training_file_names_the_network_it_holds(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-m", "training.stats", str(path), "--json"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     (row,) = json.loads(out)
-    params, mflops = PUBLISHED["edgeface_xxs"]
+    *_, params, mflops = PUBLISHED["edgeface_xxs"]
     assert "edgeface_xxs" in row["name"]
     assert row["params_m"] == pytest.approx(params, rel=0.01)
     assert row["mflops"] == pytest.approx(mflops, rel=0.01)
@@ -174,7 +198,7 @@ def test_unknown_model_name_lists_the_choices() -> None:
 
 
 def test_frozen_positional_encoding_is_constant_and_exact() -> None:
-    model = load_model("edgeface_xs_q_float", MODELS / "edgeface_xs_q.pt")
+    model = load_model("edgeface_xs_q_float", CHECKPOINTS / "edgeface_xs_q.pt")
     x = torch.randn(3, 3, 112, 112)
     with torch.no_grad():
         before = model(x)

@@ -13,6 +13,7 @@ from edgeface_cam.align import align_face
 from edgeface_cam.detect import YuNetDetector
 from tests.conftest import ASSETS, DATASETS, PEOPLE
 from training import prepare as P
+from training.common import DEFAULT_MIN_FACE, MainFace, open_detector
 
 
 @pytest.fixture()
@@ -53,13 +54,18 @@ def test_prepare_resumes(photos, tmp_path) -> None:
     assert (stats.written, stats.cached, len(stats.no_face)) == (1, 2, 1)
 
 
-def test_crop_is_the_device_path(shared) -> None:
+def test_crop_is_the_device_path(shared, tmp_path) -> None:
     """The cached crop is exactly what the device computes: YuNet's largest face, align_face."""
     img = cv2.imread(str(PEOPLE / "obama" / "obama_1.jpg"))
-    det = YuNetDetector(min_face=20)
+    det = YuNetDetector()
     face = det.detect(img)[0]
     expected = align_face(img, face.landmarks, face.landmark_names)
-    np.testing.assert_array_equal(P.crop_face(img, det), expected)
+    np.testing.assert_array_equal(MainFace(det).crop(img), expected)
+    (tmp_path / "src" / "obama").mkdir(parents=True)
+    shutil.copyfile(PEOPLE / "obama" / "obama_1.jpg", tmp_path / "src" / "obama" / "obama_1.jpg")
+    P.prepare(tmp_path / "src", tmp_path / "out", progress=False)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "obama" / "obama_1.png")),
+                                  expected)  # PNG is lossless
 
 
 def test_cli_reports_no_face_count(photos, tmp_path, capsys) -> None:
@@ -106,8 +112,8 @@ def test_pad_aligns_tight_crops(shared, tmp_path) -> None:
     assert P.main([str(tight), str(tmp_path / "t_out"), "--pad", "0.5"]) == 0
     assert P.main([str(wild), str(tmp_path / "w_out")]) == 0
     emb = Embedder(ASSETS / "edgeface_xs.tflite", num_threads=1)
-    obama = emb.embed_one(P.crop_face(cv2.imread(str(PEOPLE / "obama" / "obama_1.jpg")),
-                                      YuNetDetector(min_face=20)))
+    obama = emb.embed_one(MainFace(open_detector(), min_face=DEFAULT_MIN_FACE).crop(
+        cv2.imread(str(PEOPLE / "obama" / "obama_1.jpg"))))
     for name, ident in pairs:
         png = Path(ident) / name.replace(".jpg", ".png")
         a = emb.embed_one(cv2.imread(str(tmp_path / "t_out" / png)))

@@ -114,7 +114,7 @@ def test_pack_aligns_the_fixture_people(tmp_path):
     ds = data.RecordDataset(tmp_path, augment=False)
     assert ds.num_classes == 6 and len(ds) == n
     # The aligned crops put the eyes where the template says (detected again, on the crop).
-    det = YuNetDetector(min_face=10, input_width=0)
+    det = YuNetDetector(input_width=0)
     for i in range(0, n, 4):
         crop, _ = ds.load(i)
         faces = det.detect(crop)
@@ -190,5 +190,5 @@ def test_image_folder_aligns_raw_photos_on_the_fly():
     i = [p.name for p in ds.paths].index("obama_2.jpg")
     crop, label = ds.load(i)
     assert crop.shape == (112, 112, 3) and ds.classes[label] == "obama"
-    faces = YuNetDetector(min_face=10, input_width=0).detect(crop)
+    faces = YuNetDetector(input_width=0).detect(crop)
     assert faces and np.abs(faces[0].landmarks[:2] - TEMPLATE[:2]).max() < 6

@@ -17,7 +17,8 @@ from tests.conftest import PEOPLE, ROOT
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from training import data, evaluate, train  # noqa: E402
+from training import data, train  # noqa: E402
+from training.evaluation.pairsets import write_bin  # noqa: E402
 from training.losses import CombinedMarginLoss, PartialFC  # noqa: E402
 from training.models import load_model  # noqa: E402
 
@@ -112,7 +113,7 @@ def test_resume_reaches_the_same_state_and_restart_starts_fresh(people_rec, tmp_
     pairs = [c for i in range(10) for c in (crops[i], crops[i + 1])]  # 10 pairs ...
     pairs += [c for i in range(10) for c in (crops[i], crops[15 - i])]  # ... and 10 more
     same_id = [1] * 10 + [0] * 10  # (labels do not matter: only that the hook yields a figure)
-    val = evaluate.write_bin(tmp_path / "tiny.bin", pairs, same_id)
+    val = write_bin(tmp_path / "tiny.bin", pairs, same_id)
     full = _cfg(people_rec, tmp_path / "full", max_steps=7, val_targets=[str(val)], verbose=4)
     train.Trainer(full).fit()
     # Interrupted after 5 (mid-epoch), then resumed to 7.
@@ -186,7 +187,7 @@ def test_verification_runs_once_per_step_and_is_not_counted_as_training_time(
     monkeypatch.setattr(train.Trainer, "train_step", timed_step)
     monkeypatch.setattr(train.Trainer, "evaluate", slow_verify)
     crops = [data.RecordDataset(people_rec, augment=False).load(i)[0] for i in range(16)]
-    val = evaluate.write_bin(tmp_path / "tiny.bin", crops[:8] + crops[8:] + crops[:8] + crops[8:],
+    val = write_bin(tmp_path / "tiny.bin", crops[:8] + crops[8:] + crops[:8] + crops[8:],
                              [1, 0] * 8)
     # The last step (4) is a verification step: the end of the run must not verify it again.
     cfg = _cfg(people_rec, tmp_path / "v", max_steps=4, frequent=2, verbose=2,

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgeface_cam.align import CROP_SIZE, normalize, to_bgr
 from edgeface_cam.sources import IMAGE_SUFFIXES
-from training.prepare import crop_face
+from training.common import DEFAULT_MIN_FACE, MainFace, open_detector
 
 # --- insightface / MXNet RecordIO --------------------------------------------------------------
 # Written out because mxnet is unmaintained and does not install on current Python; the format is
@@ -155,24 +155,23 @@ def decode(data: bytes) -> np.ndarray:
 
 
 class FaceAligner:
-    """Largest face -> aligned 112x112 crop, or None: ``training.prepare.crop_face`` (YuNet + the
-    template, the device's own path), with the detector built on first use inside each worker
-    (OpenCV nets do not pickle). ``pad``: see ``crop_face`` (for tight crops such as UTKFace).
+    """Largest face -> aligned 112x112 crop, or None: ``training.common.MainFace`` (YuNet + the
+    template, the device's own path, as ``training.prepare``), with the detector built on first
+    use inside each worker (OpenCV nets do not pickle). ``pad``: see ``MainFace`` (for tight
+    crops such as UTKFace).
     """
 
     def __init__(self, pad: float = 0.0) -> None:
         self.pad = pad
-        self._detector = None
+        self._main: MainFace | None = None
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
-        if self._detector is None:
-            from edgeface_cam.detect import YuNetDetector
-
-            self._detector = YuNetDetector(min_face=20)  # as training.prepare
-        return crop_face(image, self._detector, self.pad)
+        if self._main is None:
+            self._main = MainFace(open_detector(), self.pad, DEFAULT_MIN_FACE)
+        return self._main.crop(image)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_detector": None}
+        return {**self.__dict__, "_main": None}
 
 
 class FaceDataset(Dataset):

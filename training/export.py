@@ -22,14 +22,16 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edgeface_cam.align import CROP_SIZE, EMBEDDING_SIZE, align_face, normalize
+from edgeface_cam.align import CROP_SIZE, EMBEDDING_SIZE, normalize
 from edgeface_cam.embed import file_sha256
+from training.common import DEFAULT_MIN_FACE, MainFace, cosines, open_detector, torch_embed
 from training.prepare import list_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,16 +82,6 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine between two (N, D) arrays."""
-    return np.sum(unit(a) * unit(b), axis=1)
-
-
 def load_crops(folder: str | Path, limit: int | None = None, what: str = "crops") -> np.ndarray:
     """Aligned 112x112 BGR crops from a folder (e.g. written by ``training.prepare``).
 
@@ -122,18 +114,15 @@ def aligned_face(path: str | Path) -> np.ndarray:
 
     An image that already is 112x112 is taken as an aligned crop.
     """
-    from edgeface_cam.detect import YuNetDetector
-
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise ExportError(f"cannot read image {path}")
     if img.shape[:2] == (CROP_SIZE, CROP_SIZE):
         return img
-    faces = YuNetDetector(min_face=20).detect(img)
-    if not faces:
+    crop = MainFace(open_detector(), min_face=DEFAULT_MIN_FACE).crop(img)
+    if crop is None:
         raise ExportError(f"no face found in {path}")
-    f = faces[0]
-    return align_face(img, f.landmarks, f.landmark_names)
+    return crop
 
 
 def self_test_crop(image: str | Path | None = None) -> tuple[np.ndarray, str]:
@@ -185,17 +174,6 @@ def build_torch_model(arch: str, checkpoint: str | Path):
         model = load_model(arch, checkpoint)
     refs = {"torch_float": model, **refs}
     return model, refs, note
-
-
-def torch_embed(model, crops_bgr: np.ndarray, batch: int = 32) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(crops_bgr), batch):
-            x = torch.from_numpy(normalize(crops_bgr[i:i + batch], "NCHW"))
-            out.append(model(x).float().numpy())
-    return np.concatenate(out)
 
 
 def nhwc_wrapper(model):
@@ -390,18 +368,73 @@ def parity(tflite: np.ndarray, refs: dict[str, np.ndarray]) -> dict[str, dict[st
 
 
 # ---------------------------------------------------------------------------------------------
-# The card
+# The options and the card
 
 
-def card_for(*, name: str, arch: str, out: Path, checkpoint: Path, quantize_mode: str,
-             recipe: str, note: str, interp_in: dict, self_test: tuple[np.ndarray, np.ndarray],
-             self_test_source: str, min_cosine: float, parity_figures: dict,
-             terms: dict, accuracy: dict | None = None, extra: dict | None = None) -> dict:
+@dataclass
+class CardInfo:
+    """What the card says besides what the export measures."""
+
+    name: str | None = None  # default: the file stem
+    accuracy: str | Path | None = None  # training.evaluate --json figures for the card
+    license: str | None = None  # default: the authors' terms for their checkpoints
+    attribution: str | None = None
+    training_data: str | None = None
+
+
+@dataclass
+class ExportOptions:
+    """What one export is asked to do; ``python -m training.export`` builds it from its flags."""
+
+    arch: str
+    checkpoint: str | Path
+    out: str | Path
+    quantize: str = "dynamic-int8"
+    calibration: str | Path | None = None  # aligned crops for int8 / int16x8
+    heldout: str | Path | None = None  # aligned crops to measure parity on
+    max_calibration: int = 300
+    max_heldout: int = 300
+    self_test_image: str | Path | None = None  # default: the fixtures' obama_1.jpg
+    min_cosine: float | None = None  # default 0.99; 0.98 for the calibrated modes
+    latency_runs: int = 200  # 0: skip
+    card: CardInfo = field(default_factory=CardInfo)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExportOptions:
+        def pick(kind: type) -> dict:
+            return {f.name: getattr(args, f.name) for f in fields(kind) if f.name != "card"}
+
+        return cls(**pick(cls), card=CardInfo(**pick(CardInfo)))
+
+
+@dataclass
+class Converted:
+    """The written ``.tflite`` and how it was made."""
+
+    out: Path
+    checkpoint: Path
+    recipe: str  # the quantization step, in words
+    note: str  # what was exported instead of the named model, if anything
+
+
+@dataclass
+class SelfTest:
+    crop: np.ndarray  # aligned BGR crop
+    source: str
+    embedding: np.ndarray | None = None  # the .tflite's raw embedding of the crop
+
+
+def card_for(opts: ExportOptions, conv: Converted, self_test: SelfTest, parity_figures: dict,
+             accuracy: dict | None = None, extra: dict | None = None) -> dict:
+    from edgeface_cam.runtime import load_interpreter
+
+    out, checkpoint = conv.out, conv.checkpoint
     ckpt_sha = file_sha256(checkpoint)
-    crop, emb = self_test
+    interp_in = load_interpreter(out).get_input_details()[0]
+    terms = terms_for(ckpt_sha, opts.card)
     card = {
-        "name": name,
-        "arch": arch,
+        "name": opts.card.name or out.stem,
+        "arch": opts.arch,
         "file": out.name,
         "sha256": file_sha256(out),
         "size_bytes": out.stat().st_size,
@@ -415,17 +448,17 @@ def card_for(*, name: str, arch: str, out: Path, checkpoint: Path, quantize_mode
             "alignment": "arcface-5pt-112",
         },
         "embedding_size": EMBEDDING_SIZE,
-        "quantization": quantize_mode,
+        "quantization": opts.quantize,
         "source_checkpoint": {"file": checkpoint.name, "sha256": ckpt_sha},
         "conversion": {
             "tools": {p: _version(p) for p in ("torch", "timm", "litert-torch",
                                                "ai-edge-quantizer", "ai-edge-litert")},
             "recipe": [
-                note or f"load {arch} from the checkpoint (strict)",
+                conv.note or f"load {opts.arch} from the checkpoint (strict)",
                 "freeze timm's Fourier positional encoding at 112x112 into a constant",
                 "wrap: NHWC input permuted to NCHW inside the graph",
                 "litert-torch convert -> float32 .tflite",
-                recipe,
+                conv.recipe,
             ],
             "date": _dt.date.today().isoformat(),
             "command": "python -m training.export " + " ".join(sys.argv[1:]),
@@ -436,10 +469,11 @@ def card_for(*, name: str, arch: str, out: Path, checkpoint: Path, quantize_mode
         "license": terms["license"],
         "attribution": terms["attribution"],
         "self_test": {
-            "source": self_test_source,
-            "image_png_base64": png_base64(crop),
-            "embedding": [round(float(v), 7) for v in emb.reshape(-1)],
-            "min_cosine": min_cosine,
+            "source": self_test.source,
+            "image_png_base64": png_base64(self_test.crop),
+            "embedding": [round(float(v), 7) for v in self_test.embedding.reshape(-1)],
+            "min_cosine": opts.min_cosine or (0.98 if opts.quantize in CALIBRATED_MODES
+                                              else 0.99),
         },
     }
     card.update(extra or {})
@@ -462,14 +496,27 @@ def check_accuracy_source(accuracy: object, path: str, allowed: set[str]) -> Non
                           "not this export or its checkpoint: evaluate this model and pass that")
 
 
-def terms_for(checkpoint_sha: str, args: argparse.Namespace) -> dict:
+def read_accuracy(path: str | Path | None, conv: Converted) -> dict | None:
+    """The ``--accuracy`` figures, checked to be this model's; None without the flag."""
+    if not path:
+        return None
+    try:
+        accuracy = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"cannot read --accuracy {path}: {e}") from None
+    check_accuracy_source(accuracy, str(path),
+                          {file_sha256(conv.out), file_sha256(conv.checkpoint)})
+    return accuracy
+
+
+def terms_for(checkpoint_sha: str, info: CardInfo) -> dict:
     authors = checkpoint_sha[:16] in AUTHORS_CHECKPOINTS
     unknown = "unspecified: pass --license / --attribution / --training-data"
     return {
-        "license": ({"weights": args.license, "code": AUTHORS_LICENSE["code"]} if args.license
+        "license": ({"weights": info.license, "code": AUTHORS_LICENSE["code"]} if info.license
                     else AUTHORS_LICENSE if authors else unknown),
-        "attribution": args.attribution or (AUTHORS_ATTRIBUTION if authors else unknown),
-        "training_data": args.training_data or (AUTHORS_TRAINING_DATA if authors else unknown),
+        "attribution": info.attribution or (AUTHORS_ATTRIBUTION if authors else unknown),
+        "training_data": info.training_data or (AUTHORS_TRAINING_DATA if authors else unknown),
     }
 
 
@@ -477,79 +524,60 @@ def terms_for(checkpoint_sha: str, args: argparse.Namespace) -> dict:
 # The command
 
 
-def export(args: argparse.Namespace) -> dict:
-    from training.models import CheckpointMismatch
-
-    checkpoint = Path(args.checkpoint)
+def check_paths(opts: ExportOptions) -> tuple[Path, Path]:
+    """(checkpoint, out) after the checks that need no model; creates out's folder."""
+    checkpoint = Path(opts.checkpoint)
     if not checkpoint.is_file():
         raise ExportError(f"checkpoint not found: {checkpoint}")
-    out = Path(args.out)
+    out = Path(opts.out)
     if out.suffix != ".tflite":
         raise ExportError(f"--out must end in .tflite, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.quantize in CALIBRATED_MODES and not args.calibration:
-        raise ExportError(f"--quantize {args.quantize} needs --calibration DIR of aligned crops "
+    if opts.quantize in CALIBRATED_MODES and not opts.calibration:
+        raise ExportError(f"--quantize {opts.quantize} needs --calibration DIR of aligned crops "
                           "(python -m training.prepare makes them)")
-    calibration = (load_crops(args.calibration, args.max_calibration, "calibration")
-                   if args.calibration and args.quantize in CALIBRATED_MODES else None)
-    heldout = load_crops(args.heldout, args.max_heldout, "held-out") if args.heldout else None
-    crop, st_source = self_test_crop(args.self_test_image)
+    return checkpoint, out
+
+
+def convert(opts: ExportOptions, checkpoint: Path, out: Path,
+            calibration: np.ndarray | None) -> tuple[Converted, dict]:
+    """Build the torch model, write the (quantized) ``.tflite``; (what was made, the torch
+    reference models by label)."""
+    from training.models import CheckpointMismatch
 
     try:
-        model, refs, note = build_torch_model(args.arch, checkpoint)
+        model, refs, note = build_torch_model(opts.arch, checkpoint)
     except CheckpointMismatch as e:
         raise ExportError(str(e)) from None
     if note:
         print(f"note: {note}", file=sys.stderr)
-
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / "float.tflite"
         convert_float(model, float_path)
-        if args.quantize == "none":
+        if opts.quantize == "none":
             shutil.copyfile(float_path, out)
             recipe = "no quantization (float32)"
         else:
-            recipe = quantize(float_path, out, args.quantize, calibration)
+            recipe = quantize(float_path, out, opts.quantize, calibration)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f} s",
           file=sys.stderr)
+    return Converted(out, checkpoint, recipe, note), refs
 
-    # Parity: the exported file run by the device runtime vs the torch model(s).
-    faces = heldout if heldout is not None else crop[None]
-    where = (f"{len(faces)} held-out aligned faces from {args.heldout}" if heldout is not None
-             else "the self-test face only (pass --heldout DIR for a real figure)")
-    got = tflite_embed(out, faces, progress=True)
-    ref = {k: torch_embed(m, faces) for k, m in refs.items()}
-    figures = parity(got, ref)
-    figures_card = {"faces": where, "runtime": f"ai-edge-litert {_version('ai-edge-litert')}",
-                    **{f"vs_{k}": v for k, v in figures.items()}}
-    st_emb = tflite_embed(out, crop[None])[0]
-    latency = latency_ms(out, args.latency_runs, 1) if args.latency_runs else None
-    extra: dict = {}
-    if latency is not None:
-        extra["latency"] = {"ms_per_face_median": round(latency, 2), "num_threads": 1,
-                            "runs": args.latency_runs, "runtime": "ai-edge-litert",
-                            "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
-    accuracy = None
-    if args.accuracy:
-        try:
-            accuracy = json.loads(Path(args.accuracy).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ExportError(f"cannot read --accuracy {args.accuracy}: {e}") from None
-        check_accuracy_source(accuracy, args.accuracy, {file_sha256(out), file_sha256(checkpoint)})
-    from edgeface_cam.runtime import load_interpreter
 
-    d_in = load_interpreter(out).get_input_details()[0]
-    card = card_for(
-        name=args.name or out.stem, arch=args.arch, out=out, checkpoint=checkpoint,
-        quantize_mode=args.quantize, recipe=recipe, note=note, interp_in=d_in,
-        self_test=(crop, st_emb), self_test_source=st_source,
-        min_cosine=args.min_cosine or (0.98 if args.quantize in CALIBRATED_MODES else 0.99),
-        parity_figures=figures_card, terms=terms_for(file_sha256(checkpoint), args),
-        accuracy=accuracy, extra=extra)
-    card_path = out.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
-    print(f"wrote {card_path}", file=sys.stderr)
+def latency_extra(out: Path, runs: int) -> tuple[float | None, dict]:
+    """(median single-thread ms per face or None, the card's ``latency`` entry)."""
+    if not runs:
+        return None, {}
+    latency = latency_ms(out, runs, 1)
+    return latency, {"latency": {
+        "ms_per_face_median": round(latency, 2), "num_threads": 1, "runs": runs,
+        "runtime": "ai-edge-litert",
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}}
+
+
+def summary_line(figures: dict, out: Path, latency: float | None) -> str:
+    """The last line printed: parity to the torch model(s), size, latency."""
     f = figures["torch_float"]
     line = f"cosine_mean={f['cosine_mean']:.6f} cosine_min={f['cosine_min']:.6f}"
     if "torch_q" in figures:
@@ -558,7 +586,33 @@ def export(args: argparse.Namespace) -> dict:
     line += f" size_bytes={out.stat().st_size}"
     if latency is not None:
         line += f" latency_ms={latency:.2f}"
-    print(line)
+    return line
+
+
+def export(opts: ExportOptions) -> dict:
+    """Convert, quantize, measure parity (and latency), write the card; returns the card."""
+    checkpoint, out = check_paths(opts)
+    calibration = (load_crops(opts.calibration, opts.max_calibration, "calibration")
+                   if opts.calibration and opts.quantize in CALIBRATED_MODES else None)
+    heldout = load_crops(opts.heldout, opts.max_heldout, "held-out") if opts.heldout else None
+    st = SelfTest(*self_test_crop(opts.self_test_image))
+    conv, refs = convert(opts, checkpoint, out, calibration)
+
+    # Parity: the exported file run by the device runtime vs the torch model(s).
+    faces = heldout if heldout is not None else st.crop[None]
+    where = (f"{len(faces)} held-out aligned faces from {opts.heldout}" if heldout is not None
+             else "the self-test face only (pass --heldout DIR for a real figure)")
+    got = tflite_embed(out, faces, progress=True)
+    figures = parity(got, {k: torch_embed(m, faces) for k, m in refs.items()})
+    figures_card = {"faces": where, "runtime": f"ai-edge-litert {_version('ai-edge-litert')}",
+                    **{f"vs_{k}": v for k, v in figures.items()}}
+    st.embedding = tflite_embed(out, st.crop[None])[0]
+    latency, extra = latency_extra(out, opts.latency_runs)
+    card = card_for(opts, conv, st, figures_card, read_accuracy(opts.card.accuracy, conv), extra)
+    card_path = out.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"wrote {card_path}", file=sys.stderr)
+    print(summary_line(figures, out, latency))
     return card
 
 
@@ -571,18 +625,18 @@ def parser() -> argparse.ArgumentParser:
                    help="model name (training.models); a _q name exports its float twin")
     p.add_argument("--checkpoint", required=True, help="the .pt state_dict")
     p.add_argument("--out", required=True, help="FILE.tflite; the card is written as FILE.json")
-    p.add_argument("--quantize", choices=QUANTIZE_MODES, default="dynamic-int8")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default=ExportOptions.quantize)
     p.add_argument("--calibration", help="folder of aligned crops for --quantize int8 / int16x8 "
                                          "(not the --heldout faces)")
     p.add_argument("--heldout", help="folder of aligned crops (not used for calibration) "
                                      "to measure parity on")
-    p.add_argument("--max-calibration", type=int, default=300)
-    p.add_argument("--max-heldout", type=int, default=300)
+    p.add_argument("--max-calibration", type=int, default=ExportOptions.max_calibration)
+    p.add_argument("--max-heldout", type=int, default=ExportOptions.max_heldout)
     p.add_argument("--self-test-image", help="photo (or aligned 112x112 crop) for the card's "
                                              "self-test; default: fixtures obama_1.jpg")
     p.add_argument("--min-cosine", type=float,
                    help="self-test threshold (default 0.99; int8 and int16x8 0.98)")
-    p.add_argument("--latency-runs", type=int, default=200,
+    p.add_argument("--latency-runs", type=int, default=ExportOptions.latency_runs,
                    help="runs for the single-thread latency median (0: skip)")
     p.add_argument("--name", help="card name (default: the file stem)")
     p.add_argument("--accuracy", help="JSON file of verification results to put in the card")
@@ -596,7 +650,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        export(args)
+        export(ExportOptions.from_args(args))
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -71,23 +71,17 @@ class ModelSpec:
     backbone: str
     gamma: float | None  # low-rank ratio; None keeps full-rank linears
     quantized: bool = False  # dynamic int8 Linear layers (the authors' _q files)
-    params_m: float | None = None  # published figures (paper, Table 2)
-    mflops: float | None = None
 
 
+# Parameters and MFLOPs are measured from the built model (``training.stats``), not stored.
 MODELS: dict[str, ModelSpec] = {
-    "edgeface_base": ModelSpec("edgenext_base", None, params_m=18.23, mflops=1398.83),
-    "edgeface_s_gamma_05": ModelSpec("edgenext_small", 0.5, params_m=3.65, mflops=306.12),
-    "edgeface_xs_gamma_06": ModelSpec("edgenext_x_small", 0.6, params_m=1.77, mflops=154.00),
-    "edgeface_xxs": ModelSpec("edgenext_xx_small", None, params_m=1.24, mflops=94.72),
+    "edgeface_base": ModelSpec("edgenext_base", None),
+    "edgeface_s_gamma_05": ModelSpec("edgenext_small", 0.5),
+    "edgeface_xs_gamma_06": ModelSpec("edgenext_x_small", 0.6),
+    "edgeface_xxs": ModelSpec("edgenext_xx_small", None),
     "edgeface_xs_q": ModelSpec("edgenext_x_small", None, quantized=True),
     "edgeface_xxs_q": ModelSpec("edgenext_xx_small", None, quantized=True),
 }
-
-
-def float_name(name: str) -> str:
-    """The float architecture a ``_q`` model is built on (its dequantised twin)."""
-    return name if not MODELS[name].quantized else name + "_float"
 
 
 def get_model(name: str) -> nn.Module:

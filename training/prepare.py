@@ -4,8 +4,9 @@
     python -m training.prepare ../shared/datasets/utkface /tmp/cache/utkface --pad 0.5 --limit 400
 
 The folder structure (identity folders) is kept. Each image gives the crop of its largest face,
-found by edgeface_cam's YuNetDetector and warped by edgeface_cam.align.align_face, so training,
-evaluation and export see exactly what the device will. Already-cached crops, and images already
+found by edgeface_cam's YuNet and warped by edgeface_cam.align.align_face (``common.MainFace``,
+the one find-and-align path of training), so training, evaluation and export see exactly what
+the device will. Already-cached crops, and images already
 known to hold no face (``OUT/no_face.txt``), are skipped: an interrupted run resumes.
 """
 
@@ -19,9 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeface_cam.align import CROP_SIZE, align_face
-from edgeface_cam.detect import Detector, YuNetDetector
+from edgeface_cam.align import CROP_SIZE
 from edgeface_cam.sources import IMAGE_SUFFIXES
+
+from .common import DEFAULT_MIN_FACE, MainFace, open_detector
 
 NO_FACE_LIST = "no_face.txt"
 
@@ -54,34 +56,17 @@ def spread(items: list, limit: int | None) -> list:
     return [items[i] for i in sorted(set(idx))]
 
 
-def crop_face(image: np.ndarray, detector: Detector, pad: float = 0.0) -> np.ndarray | None:
-    """The aligned crop of the largest face, or None.
-
-    ``pad`` (a fraction of the longer side, per border) replicates the edge pixels first: YuNet
-    misses a face that fills a tight crop (UTKFace, CelebA aligned) because it never saw one so
-    large relative to the frame.
-    """
-    offset = 0
-    if pad > 0:
-        offset = round(pad * max(image.shape[:2]))
-        image = cv2.copyMakeBorder(image, offset, offset, offset, offset, cv2.BORDER_REPLICATE)
-    faces = detector.detect(image)
-    if not faces:
-        return None
-    f = faces[0]
-    return align_face(image, f.landmarks, f.landmark_names)
-
-
-def prepare(src: str | Path, out: str | Path, detector: Detector | None = None,
-            pad: float = 0.0, limit: int | None = None, fmt: str = "png",
-            progress: bool = True) -> PrepareStats:
+def prepare(src: str | Path, out: str | Path, finder: MainFace | None = None,
+            limit: int | None = None, fmt: str = "png", progress: bool = True) -> PrepareStats:
+    """Crop the main face of every image below ``src`` into ``out`` (same relative paths);
+    ``finder`` defaults to YuNet's largest face of at least 20 px, unpadded."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise ValueError(f"source folder not found: {src}")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ValueError(f"output folder {out} must be outside the source folder {src}")
     out.mkdir(parents=True, exist_ok=True)
-    detector = detector or YuNetDetector(min_face=20)
+    finder = finder or MainFace(open_detector(), min_face=DEFAULT_MIN_FACE)
     no_face_path = out / NO_FACE_LIST
     known_no_face = (set(no_face_path.read_text().splitlines()) if no_face_path.is_file()
                      else set())
@@ -105,7 +90,7 @@ def prepare(src: str | Path, out: str | Path, detector: Detector | None = None,
         if image is None:
             stats.unreadable.append(rel.as_posix())
             continue
-        crop = crop_face(image, detector, pad)
+        crop = finder.crop(image)
         if crop is None:
             stats.no_face.append(rel.as_posix())
             with no_face_path.open("a") as f:
@@ -128,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", help="folder of photos (identity sub-folders are kept)")
     p.add_argument("out", help="cache folder for the aligned crops")
     p.add_argument("--detector", choices=["yunet"], default="yunet")
-    p.add_argument("--min-face", type=float, default=20,
-                   help="smallest face side in pixels (default 20)")
+    p.add_argument("--min-face", type=float, default=DEFAULT_MIN_FACE,
+                   help=f"smallest face side in pixels (default {DEFAULT_MIN_FACE:g})")
     p.add_argument("--score", type=float, default=0.8, help="detector score threshold")
     p.add_argument("--pad", type=float, default=0.0,
                    help="replicate-border padding, fraction of the longer side per border; "
@@ -141,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --pad and --min-face must be >= 0 and --limit >= 1", file=sys.stderr)
         return 2
     try:
-        detector = YuNetDetector(min_face=args.min_face, score_threshold=args.score)
-        stats = prepare(args.src, args.out, detector, args.pad, args.limit, args.format)
+        finder = MainFace(open_detector("yunet", args.score), args.pad, args.min_face)
+        stats = prepare(args.src, args.out, finder, args.limit, args.format)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -157,4 +142,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["CROP_SIZE", "PrepareStats", "crop_face", "prepare"]
+__all__ = ["CROP_SIZE", "PrepareStats", "prepare"]

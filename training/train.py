@@ -35,9 +35,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from edgeface_cam.align import normalize
-from training import evaluate
+from training.common import open_detector, torch_embed
 from training.data import make_loader, open_dataset, set_epoch
+from training.evaluation import EvalError
+from training.evaluation.backends import Backend
+from training.evaluation.embedding import FaceFinder
+from training.evaluation.pairsets import read_bin, read_pairs_tsv
+from training.evaluation.run import evaluate as evaluate_pair_set
 from training.losses import CombinedMarginLoss, PartialFC
 from training.models import CheckpointMismatch, get_model
 
@@ -154,7 +158,7 @@ def _read_checkpoint(path: Path, world_size: int) -> dict:
 
 
 # --- verification during training --------------------------------------------------------------
-class LiveBackend(evaluate.Backend):
+class LiveBackend(Backend):
     """The model being trained, embedding without a checkpoint round trip."""
 
     name = "training"
@@ -163,16 +167,12 @@ class LiveBackend(evaluate.Backend):
         self.model, self.device, self.batch = model, device, batch
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(crops), self.batch):
-            x = torch.from_numpy(normalize(crops[i:i + self.batch], "NCHW")).to(self.device)
-            out.append(self.model(x).float().cpu().numpy())
-        return np.concatenate(out)
+        return torch_embed(self.model, crops, self.batch, self.device)
 
 
 class Verifier:
-    """10-fold accuracy of the live backbone on each target, through ``training.evaluate`` (the
-    same protocol as ``python -m training.evaluate``: crop + flip embeddings, cosine scores).
+    """10-fold accuracy of the live backbone on each target, through ``training.evaluation``
+    (the same protocol as ``python -m training.evaluate``: crop + flip embeddings, cosine scores).
 
     Targets: insightface ``.bin`` files (aligned crops) or pairs TSVs (photos: YuNet finds and
     aligns the largest face at score 0.8, the evaluate CLI's defaults). Pair files are read
@@ -182,16 +182,16 @@ class Verifier:
     def __init__(self, targets: list[str], device: torch.device) -> None:
         self.device = device
         try:
-            self.sets = [evaluate.read_bin(t) if str(t).endswith(".bin")
-                         else evaluate.read_pairs_tsv(t) for t in targets]
-        except evaluate.EvalError as e:
+            self.sets = [read_bin(t) if str(t).endswith(".bin") else read_pairs_tsv(t)
+                         for t in targets]
+        except EvalError as e:
             raise TrainError(f"val_targets: {e}") from None
-        self.finder = (evaluate.FaceFinder(evaluate.make_detector("yunet", 0.0, 0.8))
+        self.finder = (FaceFinder(open_detector("yunet", 0.8))
                        if any(not ps.aligned for ps in self.sets) else None)
 
     def __call__(self, backbone: nn.Module) -> dict[str, float]:
         backend = LiveBackend(backbone, self.device)
-        return {ps.name: evaluate.evaluate(ps, backend, self.finder, progress=False)
+        return {ps.name: evaluate_pair_set(ps, backend, self.finder, progress=False)
                 .report.kfold.mean for ps in self.sets}
 
 
