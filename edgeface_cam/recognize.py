@@ -89,8 +89,10 @@ def quality_score(face: Face, crop: np.ndarray) -> float:
 class Recognizer:
     """Detector + aligner + embedder for whole frames.
 
-    ``min_face`` (shorter box side, pixels) drops faces too small to recognise, on top of the
-    detector's own limit.
+    ``min_face`` (shorter box side, pixels) drops faces too small to recognise: the one
+    min-face filter (detectors return every face they find). ``still=True`` is for photos
+    (enrol, identify, verify): every face of ``min_face`` or more is found however large the
+    photo (``Detector.detect_still``); video frames take the detector's fast path.
     """
 
     def __init__(self, detector: Detector, embedder: SupportsEmbed | None,
@@ -99,8 +101,9 @@ class Recognizer:
         self.embedder = embedder
         self.min_face = float(min_face)
 
-    def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        faces = self.detector.detect(image_bgr)
+    def detect(self, image_bgr: np.ndarray, still: bool = False) -> list[Face]:
+        faces = (self.detector.detect_still(image_bgr, self.min_face) if still
+                 else self.detector.detect(image_bgr))
         return [f for f in faces if f.size >= self.min_face]
 
     @staticmethod
@@ -116,9 +119,10 @@ class Recognizer:
     def quality(face: Face, crop: np.ndarray) -> float:
         return quality_score(face, crop)
 
-    def analyze(self, image_bgr: np.ndarray, embed: bool = True) -> list[FaceResult]:
+    def analyze(self, image_bgr: np.ndarray, embed: bool = True, still: bool = False
+                ) -> list[FaceResult]:
         """Every face in the frame, largest first, aligned and (optionally) embedded."""
-        faces = self.detect(image_bgr)
+        faces = self.detect(image_bgr, still)
         crops = [self.align(image_bgr, f) for f in faces]
         embs = self.embed(crops) if embed and crops else None
         return [FaceResult(face=f, crop=c, embedding=None if embs is None else embs[i],

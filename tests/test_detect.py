@@ -18,6 +18,7 @@ from edgeface_cam.detect import (
     make_detector,
     ssd_anchors,
 )
+from edgeface_cam.detect.tiling import origins, pyramid
 from edgeface_cam.recognize import Recognizer
 from edgeface_cam.runtime import load_interpreter
 from tests.conftest import PEOPLE, SCENES
@@ -220,3 +221,123 @@ def test_our_blazeface_decoding_matches_mediapipe(variant):
     # Not exact: we downscale with INTER_AREA, MediaPipe samples bilinearly.
     assert np.median(box_err) < 0.05 and max(box_err) < 0.2
     assert np.median(point_err) < 0.06 and max(point_err) < 0.25
+
+
+# --- boxes inside the image ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["yunet", "blazeface"])
+def test_boxes_of_faces_cut_by_the_frame_edge_are_clipped(backend, yunet, request):
+    """A face cut by the left (and, mirrored, the right) edge: the network places its box
+    partly outside the image (x < 0); the detector hands out the part inside."""
+    det = yunet if backend == "yunet" else request.getfixturevalue("blaze")
+    image = _read(PEOPLE / "biden" / "biden_2.jpg")
+    (whole,) = det.detect(image)
+    cut = np.ascontiguousarray(image[:, int(whole.box[0] + 0.05 * whole.box[2]):])
+    for img in (cut, np.ascontiguousarray(cut[:, ::-1])):
+        h, w = img.shape[:2]
+        raw = max(det._detect(img), key=lambda f: f.box[2] * f.box[3])
+        assert raw.box[0] < 0 or raw.box[0] + raw.box[2] > w  # the case this test is about
+        faces = det.detect(img)
+        assert faces
+        for f in faces:
+            x, y, bw, bh = f.box
+            assert x >= 0 and y >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3, f.box
+        assert faces[0].box[2] < raw.box[2]  # the clipped box, not the raw one
+
+
+# --- still photos larger than the detector's input ------------------------------------------------
+
+def _face_crop(det, path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixture's face with some context, scaled so its detected box is ``size`` wide; and
+    that box within the returned crop."""
+    image = _read(path)
+    (f,) = det.detect(image)
+    x, y, w, h = f.box
+    x0, y0 = int(max(0, x - w / 2)), int(max(0, y - h / 2))
+    crop = image[y0:int(y + 1.5 * h), x0:int(x + 1.5 * w)]
+    k = size / w
+    box = np.array([(x - x0) * k, (y - y0) * k, w * k, h * k], np.float32)
+    return cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_AREA), box
+
+
+def _paste(canvas: np.ndarray, crop: np.ndarray, box: np.ndarray, x: int, y: int) -> np.ndarray:
+    canvas[y:y + crop.shape[0], x:x + crop.shape[1]] = crop
+    return box + np.array([x, y, 0, 0], np.float32)
+
+
+def _matches(face, box: np.ndarray) -> bool:
+    """Same face: centres within a quarter of the box width, widths within 25 %."""
+    return bool(np.linalg.norm(_centre(face) - (box[:2] + box[2:] / 2)) < 0.25 * box[2]
+                and abs(face.box[2] - box[2]) < 0.25 * box[2])
+
+
+@pytest.fixture(scope="module")
+def huge_photo(yunet):
+    """The issue's case: a 16000-pixel-wide photo (1200 tall, to keep memory sane) with a
+    330-pixel face, and a 48-pixel one just above the default min_face of 40."""
+    canvas = np.full((1200, 16000, 3), 120, np.uint8)
+    big, big_box = _face_crop(yunet, PEOPLE / "obama" / "obama_1.jpg", 330)
+    small, small_box = _face_crop(yunet, PEOPLE / "biden" / "biden_2.jpg", 48)
+    boxes = [_paste(canvas, big, big_box, 9000, 300), _paste(canvas, small, small_box, 2500, 700)]
+    return canvas, boxes
+
+
+def test_huge_still_finds_every_face_the_fast_path_misses(yunet, huge_photo):
+    canvas, boxes = huge_photo
+    assert yunet.detect(canvas) == []  # shrunk to 640 wide, the 330 px face is 13 px: missed
+    faces = yunet.detect_still(canvas, min_face=40)
+    assert len(faces) == 2
+    assert _matches(faces[0], boxes[0]) and _matches(faces[1], boxes[1])
+    assert faces[0].landmarks.shape == (5, 2)
+    # Landmarks mapped back from the tile: the eyes lie in the upper half of the face box.
+    _, y, _, h = faces[0].box
+    assert np.all((faces[0].landmarks[:2, 1] > y) & (faces[0].landmarks[:2, 1] < y + h / 2))
+
+
+def test_recognizer_still_mode_on_a_huge_photo(yunet, huge_photo):
+    canvas, boxes = huge_photo
+    rec = Recognizer(yunet, None, min_face=40)
+    assert rec.analyze(canvas, embed=False) == []  # video frames keep the fast path
+    results = rec.analyze(canvas, embed=False, still=True)
+    assert len(results) == 2 and results[0].crop.shape == (112, 112, 3)
+    assert [r.face.size >= 40 for r in results] == [True, True]
+    # A larger min_face asks for less: only the big face, found at a coarser scale.
+    (only,) = Recognizer(yunet, None, min_face=200).detect(canvas, still=True)
+    assert _matches(only, boxes[0])
+
+
+def test_still_finds_the_same_faces_as_the_fast_path_on_ordinary_photos(yunet):
+    """On the fixture photos (up to 2333 px) YuNet's fast path already finds every face: the
+    still search adds none and keeps the fast path's faces exactly (same crops as before)."""
+    for path in [*PEOPLE_PHOTOS, *sorted(SCENES.glob("*.jpg"))]:
+        image = _read(path)
+        fast, still = yunet.detect(image), yunet.detect_still(image, min_face=40)
+        assert len(still) == len(fast), path.name
+        for a, b in zip(fast, still, strict=True):
+            assert np.array_equal(a.box, b.box) and np.array_equal(a.landmarks, b.landmarks)
+
+
+def test_blazeface_still_finds_the_group_photo_faces(yunet, blaze):
+    """Short-range BlazeFace shrinks the whole photo to 128x128, where the six faces of the group
+    photo are ~10 px: it finds none. Its still search finds each face YuNet finds."""
+    image = _read(SCENES / "group_6_faces.jpg")
+    assert blaze.detect(image) == []
+    found = blaze.detect_still(image, min_face=40)
+    ref = yunet.detect(image)
+    assert len(found) == len(ref) == 6
+    for f in ref:
+        nearest = min(found, key=lambda g, f=f: np.linalg.norm(_centre(g) - _centre(f)))
+        cx, cy = _centre(nearest)
+        x, y, w, h = f.box
+        assert x < cx < x + w and y < cy < y + h
+
+
+def test_tile_origins_cover_every_face_sized_interval():
+    for length, tile, overlap in [(5000, 640, 70), (641, 640, 70), (2048, 2048, 70),
+                                  (300, 640, 70), (1000, 128, 64)]:
+        starts = origins(length, tile, overlap)
+        assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+        for a in range(0, max(1, length - overlap + 1), 7):
+            assert any(s <= a and a + overlap <= s + tile for s in starts), (length, a)
+    assert pyramid(0.04, 0.7, 2.0) == pytest.approx([0.7, 0.35, 0.175, 0.0875, 0.04375])
+    assert pyramid(0.8, 0.7, 2.0) == []  # the fast path already reaches min_face

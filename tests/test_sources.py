@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -23,7 +25,7 @@ from edgeface_cam.sources import (
     VideoFileSource,
     open_source,
 )
-from tests.conftest import FIXTURES, PEOPLE, VIDEO
+from tests.conftest import FIXTURES, PEOPLE, ROOT, VIDEO
 
 pytestmark = pytest.mark.device
 
@@ -346,3 +348,41 @@ def test_close_from_another_thread_while_reading_a_file(shared):
     src.close()
     reader.join(timeout=2)
     assert not reader.is_alive() and count[0] > 0
+
+
+# --- OpenCV's and FFmpeg's own stderr lines ----------------------------------------------------
+
+OPEN_MISSING = r"""
+import logging, sys
+from edgeface_cam.sources import SourceError, open_source
+if sys.argv[1] == "debug":
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stdout)
+for spec in sys.argv[2:]:
+    try:
+        open_source(spec)
+    except SourceError as e:
+        print("SourceError:", e)
+"""
+
+
+def _open_in_subprocess(level: str, *specs: str) -> subprocess.CompletedProcess:
+    # Without what this process's own opens put in the environment (FFmpeg's log level).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    return subprocess.run([sys.executable, "-c", OPEN_MISSING, level, *specs], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_missing_cameras_and_streams_leave_stderr_clean(tmp_path):
+    """A missing /dev/video9, camera index 9 (OpenCV: "[ERROR:0@0.017] ... Camera index out of
+    range"), a refused stream (FFmpeg: "[tcp @ 0x...] Connection ... failed") and a file that is
+    not a video ("moov atom not found"): one SourceError line each, nothing raw on stderr."""
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video")
+    specs = ["/dev/video9", "9", "rtsp://127.0.0.1:9/stream", str(junk)]
+    out = _open_in_subprocess("warning", *specs)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("SourceError:") == len(specs), out.stdout
+    assert out.stderr == ""
+    # With DEBUG logging they are left where a developer looks for them.
+    debug = _open_in_subprocess("debug", "rtsp://127.0.0.1:9/stream")
+    assert "127.0.0.1" in debug.stderr and "SourceError:" in debug.stdout

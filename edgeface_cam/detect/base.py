@@ -105,6 +105,10 @@ class Detector:
     def _detect(self, image: np.ndarray) -> list[Face]:
         raise NotImplementedError
 
+    def _detect_native(self, image: np.ndarray) -> list[Face]:
+        """Faces in a ``tile_size`` tile, found at the tile's own size (no shrinking)."""
+        return self._detect(image)
+
     def _detect_tiles(self, image: np.ndarray, scale: float, overlap: int) -> list[Face]:
         """The faces in ``image`` seen at ``scale``, ``tile_size`` tiles at a time."""
         h, w = image.shape[:2]
@@ -130,7 +134,7 @@ class Detector:
         return [Face(box=np.concatenate([f.box[:2] * back + offset, f.box[2:] * back]),
                      landmarks=f.landmarks * back + offset, score=f.score,
                      landmark_names=f.landmark_names)
-                for f in self._detect(tile) if not touches_cut(f.box, size, cut)]
+                for f in self._detect_native(tile) if not touches_cut(f.box, size, cut)]
 
 
 # The backends by name, each a Detector class's
