@@ -5,3 +5,4 @@ torch, timm or ``training`` (a test proves it).
 """
 
 __version__ = "0.1.0"
+PROG = "edgeface-cam"  # the command's name, in messages and help

@@ -16,7 +16,7 @@ from typing import Any
 
 import cv2
 
-from . import selftest
+from . import PROG, selftest
 from .config import Config, ConfigError
 from .detect import Detector, make_detector
 from .embed import Embedder, file_sha256
@@ -32,7 +32,6 @@ from .track import Tracker
 
 log = logging.getLogger(__name__)
 
-PROG = "edgeface-cam"
 
 
 class UserError(Exception):
@@ -102,6 +101,26 @@ class App:
             self._gallery = Gallery(self.db_path, self.fingerprint,
                                     threshold=self.cfg.recognizer.threshold)
         return self._gallery
+
+    def matching_gallery(self, create: bool = False) -> Gallery | None:
+        """The gallery to match against, with one warning when it cannot name anyone: none
+        there, nobody enrolled, or embeddings only of another model (never compared). None
+        when there is no file (and ``create`` is False) or nothing to match."""
+        g = self.gallery(create=create)
+        if g is None:
+            log.warning("no gallery at %s: every face is unknown", self.db_path)
+            return None
+        stale = g.stale()
+        if stale:
+            log.warning("%d embedding(s) in %s belong to another model and are never compared "
+                        "with this one (%s): run `%s reembed` to use them", stale, self.db_path,
+                        self.fingerprint[:12], PROG)
+        if len(g) == 0:
+            if not stale:
+                log.warning("the gallery %s is empty: every face is unknown (enrol with `%s "
+                            "enroll`)", self.db_path, PROG)
+            return None if not create else g
+        return g
 
     def existing_gallery(self) -> Gallery:
         g = self.gallery(create=False)
@@ -230,11 +249,7 @@ def build_running(cfg: Config, heartbeat: Callable[[], None], *, db: str | None 
     app = App(cfg, db)
     try:
         source = app.camera()
-        gallery = app.gallery()
-        assert gallery is not None
-        if not gallery.people():
-            log.warning("the gallery %s is empty: every face will be unknown (enrol with "
-                        "`%s enroll`)", app.db_path, PROG)
+        gallery = app.matching_gallery(create=True)  # run creates it: everyone unknown then
         sinks = app.sinks(events_path)
         preview = app.preview(f"{PROG}: {cfg.camera.source}")
         pipeline = app.pipeline(source, gallery, sinks, max_frames=max_frames, preview=preview,

@@ -9,20 +9,27 @@ one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import difflib
-import json
 import logging
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
-from . import __version__, doctor
+from . import PROG, __version__, doctor
 from . import config as configmod
-from .app import PROG, App, UserError, build_running, run_to_end
+from .app import App, UserError, build_running, run_to_end
+from .cliargs import (
+    EXIT_USER,
+    Commands,
+    Parser,
+    fraction,
+    path_arg,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 from .compat import quiet_opencv
 from .config import LOG_LEVELS, Config, ConfigError
 from .demo import (
@@ -34,44 +41,26 @@ from .demo import (
     embed_timing,
 )
 from .embed import SelfTestFailed
-from .enroll import enroll_samples, pick_face, read_image, samples_from_images, samples_from_source
+from .enroll import (
+    enroll_folder,
+    enroll_person,
+    pick_face,
+    read_image,
+    samples_from_images,
+    samples_from_source,
+)
 from .events import JsonLinesSink, SinkError
 from .gallery import Gallery, GalleryError, Match, validate_name
 from .recognize import FaceResult
+from .report import bench_json, face_json, face_text, print_json
 from .runtime import RuntimeMissing
 from .service import configure_logging, serve
 from .sources import SourceError, open_source
 
 log = logging.getLogger("edgeface_cam.cli")
 
-EXIT_USER = 2
 USER_ERRORS = (UserError, ConfigError, GalleryError, SourceError, SinkError, SelfTestFailed,
                RuntimeMissing)
-
-
-# --- output --------------------------------------------------------------------------------------
-def box_list(face_result: FaceResult) -> list[int]:
-    return [round(float(v)) for v in face_result.face.box]
-
-
-def face_json(r: FaceResult, match: Match | None) -> dict[str, Any]:
-    """One face for --json output: name (None = unknown), score (cosine with the best match;
-    None when there is no gallery), box [x, y, w, h]."""
-    return {"name": None if match is None else match.name,
-            "score": None if match is None else round(float(match.score), 4),
-            "box": box_list(r), "quality": round(float(r.quality), 3),
-            "detection_score": round(float(r.face.score), 3)}
-
-
-def face_text(r: FaceResult, match: Match | None) -> str:
-    x, y, w, h = box_list(r)
-    who = "unknown" if match is None or match.name is None else match.name
-    score = "" if match is None else f" {match.score:.3f}"
-    return f"{who}{score} at x={x} y={y} w={w} h={h}"
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def _stderr(text: str) -> None:
@@ -101,6 +90,10 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
+    if args.folder:
+        return _enroll_folder(args, cfg)
+    if args.name is None:
+        raise UserError("enroll needs --name NAME (or --folder DIR: one subfolder per person)")
     name = validate_name(args.name)  # before any work: a bad name wastes no camera time
     with App(cfg, args.db) as app:
         if args.images:
@@ -110,13 +103,28 @@ def cmd_enroll(args: argparse.Namespace, cfg: Config) -> int:
                                           args.min_quality, args.timeout, say=_stderr)
         # Everything is checked; only now is the gallery opened (created) and written, in one
         # transaction.
-        enroll_samples(app.gallery(), name, samples, args.notes)
+        done = enroll_person(app, name, samples, force=args.force, notes=args.notes)
+    for source in done.skipped:
+        _stderr(f"note: skipped {source}: the same photo again (already enrolled or given twice)")
     low = [s.source for s in samples if s.result.quality < args.min_quality]
-    print(f"enrolled {name}: {len(samples)} face(s) into {app.db_path}")
+    print(f"enrolled {done.name}: {done.faces} face(s) into {app.db_path}")
     if low:
-        print(f"note: low quality (< {args.min_quality}) in {', '.join(low)}: recognition may "
-              "be less reliable; better-lit frontal photos help", file=sys.stderr)
+        _stderr(f"note: low quality (< {args.min_quality}) in {', '.join(low)}: recognition may "
+                "be less reliable; better-lit frontal photos help")
     return 0
+
+
+def _enroll_folder(args: argparse.Namespace, cfg: Config) -> int:
+    if args.name or args.images or args.source:
+        raise UserError("--folder takes the names from its subfolders: leave out --name, "
+                        "--images and --source")
+    with App(cfg, args.db) as app:
+        done, skipped = enroll_folder(app, Path(args.folder).expanduser(), force=args.force,
+                                      say=_stderr)
+    faces = sum(d.faces for d in done)
+    print(f"enrolled {len(done)} people ({faces} faces) into {app.db_path}; "
+          f"skipped {len(skipped)}")
+    return 1 if skipped else 0
 
 
 def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
@@ -140,12 +148,14 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _require_person(gallery: Gallery, name: str, db: Path) -> None:
-    names = [p.name for p in gallery.people()]
-    if name not in names:
-        near = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+def _require_person(gallery: Gallery, name: str, db: Path) -> str:
+    """The stored spelling of the person ``name`` means (trimmed, any case)."""
+    person = gallery.find_person(name)
+    if person is None:
+        near = gallery.suggest(name)
+        hint = f" (did you mean {near!r}?)" if near else ""
         raise UserError(f"nobody named {name!r} in {db}{hint}")
+    return person.name
 
 
 def _confirm(question: str, refusal: str) -> bool:
@@ -157,14 +167,14 @@ def _confirm(question: str, refusal: str) -> bool:
 def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
     with App(cfg, args.db) as app:
         gallery = app.existing_gallery()
-        _require_person(gallery, args.name, app.db_path)
+        name = _require_person(gallery, args.name, app.db_path)
         if not args.yes and not _confirm(
-                f"remove {args.name!r} and all their faces from {app.db_path}? [y/N] ",
-                f"not removing {args.name!r} without confirmation: add --yes"):
+                f"remove {name!r} and all their faces from {app.db_path}? [y/N] ",
+                f"not removing {name!r} without confirmation: add --yes"):
             print("nothing removed")
             return 1
-        gallery.remove(args.name)
-    print(f"removed {args.name}")
+        gallery.remove(name)
+    print(f"removed {name}")
     return 0
 
 
@@ -172,9 +182,8 @@ def cmd_rename(args: argparse.Namespace, cfg: Config) -> int:
     new = validate_name(args.new)
     with App(cfg, args.db) as app:
         gallery = app.existing_gallery()
-        _require_person(gallery, args.old, app.db_path)
-        gallery.rename(args.old, new)
-    print(f"renamed {args.old} -> {new}")
+        old = gallery.rename(_require_person(gallery, args.old, app.db_path), new)
+    print(f"renamed {old} -> {new}")
     return 0
 
 
@@ -196,16 +205,26 @@ def _matches(gallery: Gallery | None, results: list[FaceResult]) -> list[Match |
     return list(gallery.match_many(np.stack([r.embedding for r in results])))
 
 
+def _read_all(paths: list[str]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The images that decode, and the one-line errors of those that do not."""
+    images, errors = [], []
+    for path in paths:
+        try:
+            images.append((path, read_image(path)))
+        except UserError as e:
+            errors.append(str(e))
+    return images, errors
+
+
 def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
-    images = [(path, read_image(path)) for path in args.images]  # all readable before any work
+    images, unreadable = _read_all(args.images)  # a bad file is reported, the rest identified
     out = []
-    with App(_with_threshold(cfg, args.threshold), args.db) as app:
-        gallery = app.gallery(create=False)
-        if gallery is None:
-            log.warning("no gallery at %s: every face is unknown", app.db_path)
-        for path, image in images:
-            results = app.recognizer.analyze(image)
-            out.append((path, results, _matches(gallery, results)))
+    if images:
+        with App(_with_threshold(cfg, args.threshold), args.db) as app:
+            gallery = app.matching_gallery()
+            for path, image in images:
+                results = app.recognizer.analyze(image)
+                out.append((path, results, _matches(gallery, results)))
     if args.json:
         print_json([{"image": path, "faces": [face_json(r, m) for r, m in zip(rs, ms,
                                                                              strict=True)]}
@@ -217,7 +236,9 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
     faceless = [path for path, rs, _ in out if not rs]
     for path in faceless:
         print(f"{PROG}: {path}: no face found", file=sys.stderr)
-    return 1 if faceless else 0
+    for error in unreadable:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+    return EXIT_USER if unreadable else 1 if faceless else 0
 
 
 def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
@@ -225,7 +246,7 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     images = [(path, read_image(path)) for path in (args.image_a, args.image_b)]
     with App(cfg, args.db) as app:
         faces = [pick_face(app.recognizer.analyze(img), path) for path, img in images]
-        matches = _matches(app.gallery(create=False), faces)
+        matches = _matches(app.matching_gallery() if app.db_path.exists() else None, faces)
     similarity = float(faces[0].embedding @ faces[1].embedding)
     threshold = cfg.recognizer.threshold
     same = similarity >= threshold
@@ -257,19 +278,6 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     return 0 if DEMO_PERSON in tally.recognized else 1
 
 
-def _bench_report(spec: str, app: App, stats: Any, emb: tuple[float, float]) -> dict[str, Any]:
-    cfg = app.cfg
-    return {
-        "source": spec, "model": app.embedder.name, "runtime": app.embedder.runtime,
-        "threads": cfg.recognizer.threads, "detector": cfg.detector.backend,
-        "frames": stats.frames, "fps": round(stats.fps, 2), "faces": stats.faces,
-        "embeddings": stats.embeddings,
-        "stages_ms": {k: {"median": round(t.median_ms, 2), "p90": round(t.p90_ms, 2),
-                          "count": t.count} for k, t in stats.timings.items()},
-        "embed_ms_per_face": {"median": round(emb[0], 2), "p90": round(emb[1], 2)},
-    }
-
-
 def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     spec = args.source or str(DEMO_CLIP)
     if not Path(spec).expanduser().is_file():
@@ -280,7 +288,7 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
         stats = run_to_end(app, open_source(spec), gallery, [], max_frames=args.frames)
         emb_median, emb_p90 = embed_timing(app.embedder, crop, repeats=50)
     if args.json:
-        print_json(_bench_report(spec, app, stats, (emb_median, emb_p90)))
+        print_json(bench_json(spec, app, stats, (emb_median, emb_p90)))
         return 0
     print(f"{spec}: {stats.frames} frames, {stats.fps:.1f} fps end to end "
           f"({app.embedder.name} on {app.embedder.runtime}, {cfg.recognizer.threads} threads, "
@@ -300,64 +308,18 @@ def cmd_doctor(args: argparse.Namespace, cfg: Config | None) -> int:
 
 
 # --- argument parsing ---------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake in one line (its default prints the usage too)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USER, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between -1 and 1")
-    return value
-
-
-class _Commands:
-    """Adds subcommands, each with the common options, a summary and examples."""
-
-    def __init__(self, sub: Any, common: argparse.ArgumentParser,
-                 as_json: argparse.ArgumentParser) -> None:
-        self.sub, self.common, self.as_json = sub, common, as_json
-
-    def add(self, name: str, func: Callable[..., int], summary: str, examples: str,
-            json_flag: bool = False) -> argparse.ArgumentParser:
-        parents = [self.common, self.as_json] if json_flag else [self.common]
-        p = self.sub.add_parser(name, help=summary, description=textwrap.fill(summary, 79),
-                                parents=parents,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="examples:\n" + "\n".join(
-                                    f"  {PROG} {line}" for line in examples.strip().splitlines()))
-        p.set_defaults(func=func)
-        return p
-
-
 def _add_everyday_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("run", cmd_run, "Recognise faces from the camera (the service's main loop); one JSON "
             "event per face track on stdout or the configured sinks.",
             "run\nrun --source /dev/video0 --no-preview\n"
             "run --source rtsp://user:pass@cam.local/stream --events /tmp/events.jsonl\n"
             "run --source clip.mp4 --max-frames 300")
-    p.add_argument("--source", metavar="SPEC",
+    p.add_argument("--source", type=path_arg, metavar="SPEC",
                    help="overrides camera.source: picamera2, 0, /dev/video0, URL, file or folder")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
                    help="show a window (default: preview.enabled; auto = if a display exists)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
-    p.add_argument("--events", metavar="PATH",
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--events", type=path_arg, metavar="PATH",
                    help="write events as JSON lines to PATH ('-' = stdout) instead of the "
                         "configured sinks")
 
@@ -367,18 +329,24 @@ def _add_everyday_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "enroll --name \"Ada Lovelace\" --images ada1.jpg ada2.jpg\n"
             "enroll --name Ada --images photos/ada/\n"
             "enroll --name Ada --count 5              # from the camera\n"
-            "enroll --name Ada --source clip.mp4 --count 3")
-    p.add_argument("--name", required=True, help="the person's name (existing: adds faces)")
+            "enroll --name Ada --source clip.mp4 --count 3\n"
+            "enroll --folder photos/              # photos/Ada/*.jpg, photos/Bob/*.jpg, ...")
+    p.add_argument("--name", help="the person's name (existing: adds faces)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--images", nargs="+", metavar="PATH", help="photo files or folders")
-    how.add_argument("--source", metavar="SPEC",
+    how.add_argument("--folder", type=path_arg, metavar="DIR",
+                     help="one person per subfolder, named after it, holding their photos")
+    how.add_argument("--images", nargs="+", type=path_arg, metavar="PATH",
+                     help="photo files or folders")
+    how.add_argument("--source", type=path_arg, metavar="SPEC",
                      help="camera or file to collect frames from (default: camera.source)")
-    p.add_argument("--count", type=_positive_int, default=5, metavar="N",
+    p.add_argument("--count", type=positive_int, default=5, metavar="N",
                    help="frames to collect from the camera (default: 5)")
-    p.add_argument("--min-quality", type=float, default=0.5, metavar="Q",
+    p.add_argument("--force", action="store_true",
+                   help="enrol photos even if they do not look like the same person")
+    p.add_argument("--min-quality", type=fraction, default=0.5, metavar="Q",
                    help="camera frames below this quality (0-1: size, sharpness, frontal) are "
                         "skipped; photos below it are enrolled with a note (default: 0.5)")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=60.0, metavar="S",
                    help="give up collecting from the camera after S seconds (default: 60)")
     p.add_argument("--notes", help="free text stored with the person")
 
@@ -403,16 +371,16 @@ def _add_tool_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "status 1 if an image has no face.",
             "identify photo.jpg\nidentify *.jpg --json\nidentify group.jpg --threshold 0.45",
             json_flag=True)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--threshold", type=_unit_float, metavar="T",
+    p.add_argument("images", nargs="+", type=path_arg, metavar="IMAGE")
+    p.add_argument("--threshold", type=unit_float, metavar="T",
                    help="overrides recognizer.threshold (cosine, -1..1)")
 
     p = add("verify", cmd_verify, "Are two photos the same person? Compares the main face of "
             "each; exit status 0 = same, 1 = different.",
             "verify a.jpg b.jpg\nverify a.jpg b.jpg --json --threshold 0.4", json_flag=True)
-    p.add_argument("image_a", metavar="IMAGE_A")
-    p.add_argument("image_b", metavar="IMAGE_B")
-    p.add_argument("--threshold", type=_unit_float, metavar="T",
+    p.add_argument("image_a", type=path_arg, metavar="IMAGE_A")
+    p.add_argument("image_b", type=path_arg, metavar="IMAGE_B")
+    p.add_argument("--threshold", type=unit_float, metavar="T",
                    help="overrides recognizer.threshold (cosine, -1..1)")
 
     p = add("demo", cmd_demo, f"Enrol the bundled {DEMO_PERSON} photo into a temporary gallery, "
@@ -420,13 +388,14 @@ def _add_tool_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "demo\ndemo --no-preview")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
                    help="show a window (default: preview.enabled; auto = if a display exists)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
 
     p = add("bench", cmd_bench, "Per-stage latency (median, p90), end-to-end FPS and embedding "
             "time per face on a file (every frame processed).",
             "bench\nbench --source street.mp4 --frames 100 --json", json_flag=True)
-    p.add_argument("--source", metavar="FILE", help="video or image file (default: the demo clip)")
-    p.add_argument("--frames", type=_positive_int, default=200, metavar="N",
+    p.add_argument("--source", type=path_arg, metavar="FILE",
+                   help="video or image file (default: the demo clip)")
+    p.add_argument("--frames", type=positive_int, default=200, metavar="N",
                    help="frames to process (default: 200)")
 
     p = add("doctor", cmd_doctor, "Check the config, runtime, model and its self-test, "
@@ -437,30 +406,30 @@ def _add_tool_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     opts = common.add_argument_group("common options")
-    opts.add_argument("--config", metavar="PATH",
+    opts.add_argument("--config", type=path_arg, metavar="PATH",
                       help="settings file (default: $EDGEFACE_CAM_CONFIG, else "
                            "/etc/edgeface-cam/config.yaml if present, else built-in defaults)")
-    opts.add_argument("--db", metavar="PATH",
+    opts.add_argument("--db", type=path_arg, metavar="PATH",
                       help="gallery database (default: gallery.path from the config)")
     opts.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                       help="overrides logging.level from the config")
-    opts.add_argument("--model", metavar="PATH",
+    opts.add_argument("--model", type=path_arg, metavar="PATH",
                       help="overrides recognizer.model: a .tflite with its .json card beside it")
     opts.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                       dest="settings",
                       help="overrides one config key, e.g. --set recognizer.threshold=0.4 "
                            "(repeatable; VALUE is YAML)")
-    as_json = _Parser(add_help=False)
+    as_json = Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    parser = _Parser(
+    parser = Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Real-time on-device face recognition (EdgeFace + LiteRT).",
         epilog=f"start with:  {PROG} demo\nhelp on one command:  {PROG} COMMAND --help")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    cmds = _Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+    cmds = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
                      common, as_json)
     _add_everyday_commands(cmds.add)
     _add_tool_commands(cmds.add)

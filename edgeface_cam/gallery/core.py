@@ -279,6 +279,12 @@ class Gallery:
                         self._dirty, self._data_version = False, None
         return self._index
 
+    def embeddings_of(self, name: str) -> np.ndarray:
+        """This model's embeddings of the person ``name`` means, (N, D); N = 0 for nobody."""
+        person = self.find_person(name)
+        index = self._current()
+        return index.vectors_of(person.id) if person is not None else index.matrix[:0]
+
     def match(self, embedding: np.ndarray) -> Match:
         """The best person by maximum cosine over their embeddings; name None below threshold."""
         return self._current().match(embedding, self.threshold)

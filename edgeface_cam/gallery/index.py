@@ -45,6 +45,15 @@ class Index:
         """Embeddings held (rows of the matrix)."""
         return int(self.matrix.shape[0])
 
+    def vectors_of(self, person_id: int) -> np.ndarray:
+        """The person's rows of the matrix (0 rows when they have none of this model)."""
+        hit = np.flatnonzero(self.person_ids == person_id)
+        if len(hit) == 0:
+            return self.matrix[:0]
+        b = int(hit[0])
+        end = int(self.starts[b + 1]) if b + 1 < len(self.starts) else len(self.matrix)
+        return self.matrix[int(self.starts[b]):end]
+
     def _decide(self, b: int, s: float, threshold: float) -> Match:
         if s >= threshold:
             return Match(self.names[b], s, int(self.person_ids[b]))
