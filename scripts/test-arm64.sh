@@ -11,6 +11,7 @@
 #   EDGEFACE_ARM64_CACHE where the roots, venvs and pip caches are kept (default .cache/arm64)
 #   EDGEFACE_SHARED      the shared/ folder with the fixtures (default ../shared)
 #   DEBIAN_MIRROR        (default http://deb.debian.org/debian)
+#   EDGEFACE_ARM64_TESTS the test files run emulated (default: scripts/arm64-inside.sh's list)
 # The first run builds the root (debootstrap, ~10 min); later runs reuse it and the venvs.
 # Prints one summary line; exits non-zero on any failure.
 set -euo pipefail
@@ -75,7 +76,11 @@ if [ "$(cat "$ROOT_STAMP" 2>/dev/null)" != "$PKGS" ]; then
   mv "$ROOT.tmp" "$ROOT"
   echo "$PKGS" > "$ROOT_STAMP"
 fi
+# The root uses this machine's network: its name servers and the CAs it trusts (a TLS-inspecting
+# proxy's included); pip is told to use that bundle (PIP_CERT below), not its own.
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+HOST_CA=/etc/ssl/certs/ca-certificates.crt
+if [ -s "$HOST_CA" ]; then cp "$HOST_CA" "$ROOT/etc/ssl/certs/ca-certificates.crt"; fi
 
 # --- the checkout and the scripts go in; shared/ is bind-mounted read-only ----------------------
 # /work/main keeps only its .venv (the quick start's, reused when the dependencies are unchanged).
@@ -129,8 +134,9 @@ unshare --mount --propagation private bash -euo pipefail -c '
   mount -t tmpfs -o mode=1777 tmp "$R/tmp"
   exec chroot "$R" /usr/bin/env -i QEMU_CPU="$QEMU_CPU" HOME=/root LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    EDGEFACE_PIOS=1 bash /work/main/scripts/arm64-inside.sh /work/out
-' _ "$ROOT" "$(cd "$SHARED" && pwd)" || rc=$?
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt ${PIP_INDEX_URL:+PIP_INDEX_URL="$PIP_INDEX_URL"} \
+    bash /work/main/scripts/arm64-inside.sh /work/out "$3"
+' _ "$ROOT" "$(cd "$SHARED" && pwd)" "${EDGEFACE_ARM64_TESTS:-}" || rc=$?
 
 # --- compare each arm64 venv's results with its x86 twin's ------------------------------------
 OUT=$ROOT/work/out
