@@ -6,8 +6,16 @@ what older Pi images carry. The embedder's self-test catches a runtime that comp
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class RuntimeMissing(RuntimeError):
@@ -39,11 +47,42 @@ def load_interpreter(path: str | Path, num_threads: int | None = None) -> Any:
         raise FileNotFoundError(f"model file not found: {path}")
     cls, _ = interpreter_class()
     try:
-        interp = cls(model_path=str(path), num_threads=num_threads)
-        interp.allocate_tensors()
+        with native_notices_hidden():
+            interp = cls(model_path=str(path), num_threads=num_threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"cannot load model {path}: {str(e).splitlines()[0]}") from None
     return interp
+
+
+@contextmanager
+def native_notices_hidden() -> Iterator[None]:
+    """Drop the notices LiteRT's C++ runtime writes straight to file descriptor 2 while an
+    interpreter is built ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."): a user can
+    act on none of them. Anything else written there meanwhile (its errors, another thread's log
+    lines) is passed on afterwards. With DEBUG logging on, stderr is left alone."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True)
+                    if not line.startswith(b"INFO: ")]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def quantize_input(x: Any, detail: dict) -> Any:
