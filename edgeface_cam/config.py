@@ -263,6 +263,30 @@ def resolve_asset(path: str) -> Path:
     return p if p.is_absolute() else ASSETS / p
 
 
+# Keys naming a model file; given on the command line, a relative one may mean the user's file.
+MODEL_KEYS = {("recognizer", "model"), ("detector", "model")}
+
+
+def from_working_dir(value: Any) -> Any:
+    """A model path given on the command line (``--model``, ``--set recognizer.model=``): one
+    that exists relative to the working directory means that file (made absolute); a relative
+    path with a folder part (``./models/x.tflite``) means the working directory's even when
+    missing, unless assets/ has it; anything else, a bare name above all, is kept for
+    ``resolve_asset`` (the bundled assets). A config file's relative model paths always mean
+    assets/: the service's working directory is not the user's."""
+    if not isinstance(value, str) or not value:
+        return value
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return value
+    folder_part = len(p.parts) > 1 or value.startswith(".")
+    if not (p.suffix or folder_part):  # a detector variant name ("short", "full")
+        return value
+    if p.is_file() or (folder_part and not (ASSETS / p).exists()):
+        return str(p.resolve())
+    return value
+
+
 def _section_keys(section: str, cls: type) -> dict[str, Key]:
     """A section's keys, each completed with its field's name, default and accepted types."""
     hints = typing.get_type_hints(cls)
@@ -412,6 +436,8 @@ def replace(config: Config, **sections: dict[str, Any]) -> Config:
     for section, values in sections.items():
         try:
             clean = {name: _check_value(section, name, value) for name, value in values.items()}
+            clean = {name: from_working_dir(v) if (section, name) in MODEL_KEYS else v
+                     for name, v in clean.items()}
         except ConfigError as e:
             raise ConfigError(f"command line: {e}") from None
         changed[section] = dataclasses.replace(getattr(config, section), **clean)

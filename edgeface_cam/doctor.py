@@ -13,7 +13,12 @@ API (what the CLI uses):
   ``exit_status(checks) -> int`` (1 if any check failed, else 0).
 - The single checks take plain arguments (paths, a source spec), so other tools can call them:
   ``check_runtime``, ``check_model``, ``check_self_test``, ``check_detector``, ``check_source``,
-  ``check_gallery``, ``check_display``, ``check_config``, ``check_whole_path``.
+  ``check_gallery``, ``check_sinks``, ``check_snapshots``, ``check_display``, ``check_config``,
+  ``check_whole_path``.
+
+Doctor checks what ``run`` checks when it starts (the model and its card, the detector, the
+whole-path self-test, the camera, the gallery, the event sinks, the snapshots folder), each the
+way ``run`` does but without connecting, creating or writing anything.
 
 ``python -m edgeface_cam.doctor [options]`` is ``edgeface-cam doctor [options]``: the CLI reads
 the config; this module only checks what it is given.
@@ -88,7 +93,8 @@ def check_runtime() -> Check:
 
 
 def check_model(model: str | Path) -> Check:
-    """The .tflite and its card are there, and the card describes this very file."""
+    """The .tflite and its card are there, and the card describes this very file: its sha256,
+    and (when the runtime can load it) its input and embedding shapes."""
     from .embed import ModelCard, file_sha256
 
     path = Path(model)
@@ -100,23 +106,37 @@ def check_model(model: str | Path) -> Check:
         card = ModelCard.for_model(path)
     except (FileNotFoundError, ValueError) as e:
         return Check("model", FAIL, _one_line(e), reinstall)
-    want = card.raw.get("sha256")
-    if want and file_sha256(path) != want:
-        return Check("model", FAIL, f"{path.name} is not the file its card {card.path.name} "
-                     "describes (sha256 differs: damaged or mixed-up copy)",
-                     "copy the .tflite and its .json from the same export; " + reinstall)
+    problem = card.file_problem(path, file_sha256(path)) or _shape_problem(card, path)
+    if problem:
+        return Check("model", FAIL, problem, reinstall)
     quant = card.raw.get("quantization", "?")
     return Check("model", OK, f"{card.raw.get('name', path.stem)} ({quant}, "
                  f"{path.stat().st_size / 1e6:.1f} MB) {path}")
 
 
+def _shape_problem(card: Any, path: Path) -> str | None:
+    """The card's shapes against the model's; None also when the runtime is missing or cannot
+    load the file (the runtime and self-test checks say so)."""
+    from .runtime import RuntimeMissing, load_interpreter
+
+    try:
+        interp = load_interpreter(path, 1)
+    except (RuntimeMissing, ValueError):
+        return None
+    return card.shape_problem(interp.get_input_details()[0]["shape"],
+                              interp.get_output_details()[0]["shape"])
+
+
 def check_self_test(model: str | Path, threads: int = 1) -> Check:
     """Load the model into the runtime and compare its output with the card's recorded one."""
-    from .embed import Embedder, SelfTestFailed
+    from .embed import Embedder, ModelMismatch, SelfTestFailed
 
     try:
         emb = Embedder(model, num_threads=threads, self_test=False)
         cos = emb.check()
+    except ModelMismatch as e:  # not the runtime's fault: say so before it is suspected
+        return Check("self-test", FAIL, _one_line(e),
+                     "copy the .tflite and its .json from the same export, or reinstall")
     except SelfTestFailed as e:
         # With the model check ok the file is as exported, so the runtime is the suspect.
         return Check("self-test", FAIL, _one_line(e),
@@ -305,6 +325,22 @@ def _gallery_contents(path: Path, fingerprint: str | None) -> Check:
     return Check("gallery", OK, f"{path}: {report.people} people, integrity ok, WAL")
 
 
+def check_sinks(specs: list[dict[str, Any]]) -> Check:
+    """The configured event sinks, checked as ``run`` checks them when it builds them
+    (``events.check_sinks``: types, settings, paho-mqtt, TLS files), connecting to nothing."""
+    from .events import SinkError
+    from .events import check_sinks as validate
+
+    try:
+        validate(specs)
+    except SinkError as e:
+        return Check("events", FAIL, _one_line(e),
+                     "fix that sink in the config's events: list (config.yaml documents each "
+                     "sink type's settings)")
+    kinds = ", ".join(str(spec["type"]) for spec in specs)
+    return Check("events", OK, f"{len(specs)} sink(s): {kinds}; settings valid (not connected)")
+
+
 def check_snapshots(folder: str | Path) -> Check:
     """The event pictures' folder exists and is writable, or can be made (doctor makes nothing)."""
     folder = Path(folder).expanduser()
@@ -376,6 +412,11 @@ def main_checks(settings: Config | None, *, config_error: str | None = None,
     db = Path(gallery).expanduser() if gallery else cfg.gallery_path()
     checks.append(_guard("gallery", "check gallery.path",
                          lambda: check_gallery(db, fingerprint)))
+    if cfg.events:  # none configured: JSON lines on stdout, nothing to check
+        from .app import sink_specs
+
+        checks.append(_guard("events", "check the events: list",
+                             lambda: check_sinks(sink_specs(cfg, []))))
     snaps = cfg.snapshots_dir()
     if snaps is not None:
         checks.append(_guard("snapshots", "check snapshots.dir",

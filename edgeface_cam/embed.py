@@ -28,6 +28,13 @@ class SelfTestFailed(RuntimeError):
     """The runtime computed a different embedding from the one recorded at export."""
 
 
+class ModelMismatch(ValueError):
+    """The card beside a model describes another file (another export, or a damaged copy)."""
+
+
+_SAME_EXPORT = "copy the .tflite and its .json from the same export"
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -57,6 +64,35 @@ class ModelCard:
             if key not in raw:
                 raise ValueError(f"model card {path} lacks the key {key!r}")
         return cls(raw, path)
+
+    def file_problem(self, model: str | Path, sha256: str) -> str | None:
+        """Why this card does not describe ``model`` (whose sha256 is given), or None. A card
+        without a recorded sha256 (hand-made) is checked only by ``shape_problem``."""
+        want = self.raw.get("sha256")
+        if not want or want == sha256:
+            return None
+        model = Path(model)
+        described = self.raw.get("file") or "another file"
+        size = self.raw.get("size_bytes")
+        of_size = f", {int(size) / 1e6:.1f} MB" if isinstance(size, int) else ""
+        return (f"model and card do not match: {self.path.name} describes {described} "
+                f"(sha256 {want[:12]}{of_size}), but {model.name} is sha256 {sha256[:12]} "
+                f"({model.stat().st_size / 1e6:.1f} MB): another model's card or a damaged "
+                f"copy; {_SAME_EXPORT}")
+
+    def shape_problem(self, input_shape: Any, output_shape: Any) -> str | None:
+        """Why a model taking ``input_shape`` and giving ``output_shape`` is not the one this
+        card describes, or None."""
+        want_in = self.raw["input"].get("shape")
+        got_in = [int(v) for v in input_shape]
+        got_out = int(np.prod(output_shape))
+        if want_in is not None and [int(v) for v in want_in] != got_in:
+            return (f"model and card do not match: {self.path.name} says input {list(want_in)}, "
+                    f"the model takes {got_in}; {_SAME_EXPORT}")
+        if got_out != self.embedding_size:
+            return (f"model and card do not match: {self.path.name} says {self.embedding_size}"
+                    f"-d embeddings, the model gives {got_out} values; {_SAME_EXPORT}")
+        return None
 
     @property
     def layout(self) -> str:
@@ -90,9 +126,14 @@ class Embedder:
         self.model_path = Path(model)
         self.card = ModelCard.for_model(self.model_path)
         self.fingerprint = file_sha256(self.model_path)
+        # Loaded first: a file LiteRT cannot read at all is "cannot load", not a mismatch.
         self._interp = load_interpreter(self.model_path, num_threads)
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
+        problem = (self.card.file_problem(self.model_path, self.fingerprint)
+                   or self.card.shape_problem(self._in["shape"], self._out["shape"]))
+        if problem:
+            raise ModelMismatch(problem)
         self.runtime = interpreter_class()[1]
         if self_test:
             self.check()

@@ -362,3 +362,118 @@ def test_module_entry_point(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[0] == f"OK    config     {cfg}"
     assert "Traceback" not in r.stderr
+
+
+# --- event sinks: doctor refuses what run refuses ------------------------------------------------
+HIDE_PAHO = "sys.modules.update(dict.fromkeys(['paho', 'paho.mqtt', 'paho.mqtt.client']))"
+
+
+def cli_run(tmp_path: Path, args: list[str], hide_paho: bool = False
+            ) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a fresh process; ``hide_paho``: as if paho-mqtt were not installed."""
+    code = (f"import sys\n{HIDE_PAHO if hide_paho else ''}\n"
+            "from edgeface_cam.cli import main\nraise SystemExit(main(sys.argv[1:]))")
+    env = dict(os.environ, HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
+    env.pop("EDGEFACE_CAM_CONFIG", None)
+    env.pop("DISPLAY", None)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def doctor_and_run(tmp_path: Path, sink: str, hide_paho: bool = False) -> tuple[str, str]:
+    """(doctor's events line, run's error line) for a config with this one sink."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"recognizer:\n  threads: 1\ngallery:\n  path: {tmp_path / 'g.db'}\n"
+                   f"camera:\n  source: {CLIP}\npreview:\n  enabled: false\n"
+                   f"events:\n  - {sink}\n")
+    doc = cli_run(tmp_path, ["doctor", "--config", str(cfg), "--no-camera"], hide_paho)
+    assert doc.returncode == 1, doc.stdout + doc.stderr
+    events = [line for line in doc.stdout.splitlines() if line.split()[1:2] == ["events"]]
+    assert len(events) == 1 and events[0].startswith("FAIL"), doc.stdout
+    run = cli_run(tmp_path, ["run", "--config", str(cfg), "--max-frames", "5"], hide_paho)
+    assert run.returncode == 2, run.stdout + run.stderr
+    error = [line for line in run.stderr.splitlines() if line.startswith("edgeface-cam: error:")]
+    assert len(error) == 1, run.stderr
+    return events[0].split(None, 2)[2], error[0].removeprefix("edgeface-cam: error: ")
+
+
+@pytest.mark.parametrize("sink, words", [
+    ("{type: mqtt, hots: broker.lan}", "unknown setting(s) hots"),  # misspelt key
+    ("{type: mqtt, host: broker.lan, port: 70000}", "port must be 1..65535"),
+    ("{type: mqtt, host: broker.lan, ca_certs: /nonexistent/ca.pem}", "TLS"),
+    ("{type: webhook, url: ftp://example.org/hook}", "http:// or https://"),
+    ("{type: jsonl, path: /nonexistent/dir/events.jsonl}", "cannot open event log"),
+    ("{type: webhook, timeout: 2}", "missing a required argument: 'url'"),
+])
+def test_doctor_fails_a_sink_that_run_refuses_with_run_s_message(tmp_path, sink, words):
+    doctor_says, run_says = doctor_and_run(tmp_path, sink)
+    assert words in run_says
+    assert doctor_says == run_says
+
+
+def test_doctor_fails_an_mqtt_sink_without_paho_like_run(tmp_path):
+    doctor_says, run_says = doctor_and_run(tmp_path, "{type: mqtt, host: broker.lan}",
+                                           hide_paho=True)
+    assert "needs paho-mqtt" in run_says
+    assert doctor_says == run_says
+
+
+def test_valid_sinks_pass_without_connecting(tmp_path):
+    # Port 9 on a reserved name: any connection attempt would hang or fail, not pass quickly.
+    specs = ({"type": "mqtt", "host": "broker.invalid", "port": 9},
+             {"type": "jsonl", "path": str(tmp_path / "events.jsonl")},
+             {"type": "webhook", "url": "http://receiver.invalid/hook"})
+    cfg = from_dict({"gallery": {"path": str(tmp_path / "g.db")}, "events": list(specs)})
+    got = by_name(doctor.main_checks(cfg, camera=False))["events"]
+    assert got.status == OK and "mqtt, jsonl, webhook" in got.detail, got
+    assert not (tmp_path / "events.jsonl").exists()  # doctor creates nothing
+
+
+# --- the model beside another model's card -------------------------------------------------------
+def mixed_copy(tmp_path: Path, card: str, drop_sha: bool = False) -> Path:
+    dst = tmp_path / "mixed" / "edgeface_xs.tflite"
+    dst.parent.mkdir()
+    shutil.copy(MODEL, dst)
+    data = json.loads((ASSETS / card).read_text())
+    if drop_sha:
+        del data["sha256"]
+    dst.with_suffix(".json").write_text(json.dumps(data))
+    return dst
+
+
+def test_another_models_card_fails_as_a_mismatch_not_the_runtime(tmp_path):
+    model = mixed_copy(tmp_path, "edgeface_xxs.json")
+    checks = by_name(doctor.main_checks(from_dict({"recognizer": {"model": str(model)},
+                                                   "gallery": {"path": str(tmp_path / "g.db")}}),
+                                        camera=False))
+    for name in ("model", "self-test"):
+        assert checks[name].status == FAIL and "do not match" in checks[name].detail, checks
+        assert "ai-edge-litert" not in checks[name].detail + checks[name].fix
+    assert "edgeface_xxs.tflite" in checks["model"].detail  # the file the card describes
+    assert checks["runtime"].status == OK
+
+
+def test_model_check_compares_the_shapes_when_the_card_has_no_sha256(tmp_path):
+    dst = tmp_path / "m" / "blaze.tflite"  # BlazeFace's 128x128 model beside an EdgeFace card
+    dst.parent.mkdir()
+    shutil.copy(ASSETS / "face_detection_short_range.tflite", dst)
+    card = json.loads(MODEL.with_suffix(".json").read_text())
+    del card["sha256"]
+    dst.with_suffix(".json").write_text(json.dumps(card))
+    c = doctor.check_model(dst)
+    assert c.status == FAIL and "[1, 128, 128, 3]" in c.detail and "do not match" in c.detail
+
+
+def test_relative_model_flag_is_checked_where_the_user_stands(tmp_path):
+    (tmp_path / "models").mkdir()
+    for ext in (".tflite", ".json"):
+        shutil.copy(ASSETS / f"edgeface_xxs{ext}", tmp_path / "models" / f"x{ext}")
+    env = dict(os.environ, HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT))
+    env.pop("EDGEFACE_CAM_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "edgeface_cam", "doctor", "--no-camera",
+                        "--model", "./models/x.tflite"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=180)
+    model = [line for line in r.stdout.splitlines() if line.split()[1:2] == ["model"]]
+    assert model and model[0].startswith("OK"), r.stdout + r.stderr
+    assert str(tmp_path / "models" / "x.tflite") in model[0]

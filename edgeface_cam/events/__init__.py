@@ -12,6 +12,7 @@ from .base import (
     SINKS,
     EventSink,
     SinkError,
+    check_sinks,
     make_event,
     make_sinks,
     now_iso,
@@ -26,4 +27,5 @@ from .webhook import WebhookSink
 
 __all__ = ["EVENT_KINDS", "EXTRA_FIELDS", "SINKS", "Discovery", "EventSink", "JsonLinesSink",
            "MqttSettings", "MqttSink", "SinkError", "SnapshotStore", "WebhookSink",
-           "context_crop", "make_event", "make_sinks", "now_iso", "register", "slug", "to_json"]
+           "check_sinks", "context_crop", "make_event", "make_sinks", "now_iso", "register",
+           "slug", "to_json"]

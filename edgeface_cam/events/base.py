@@ -105,6 +105,13 @@ class EventSink:
         return tuple(p.name for p in inspect.signature(cls.__init__).parameters.values()
                      if p.name != "self" and p.kind is not p.VAR_KEYWORD)
 
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        """Raise SinkError (or TypeError) for settings the constructor would refuse, without
+        opening, connecting or starting anything: what ``doctor`` and ``make_sinks`` both run
+        first. By default: the constructor's required settings are there."""
+        inspect.signature(cls).bind(**settings)
+
 
 # The one list of sink types: type name (as in config.yaml) -> class. Filled by @register in
 # each sink's module; importing the package imports them all.
@@ -139,7 +146,23 @@ def make_sinks(specs: Iterable[dict[str, Any]]) -> list[EventSink]:
     return sinks
 
 
+def check_sinks(specs: Iterable[dict[str, Any]]) -> None:
+    """Raise the SinkError ``make_sinks`` would raise for these specs, without building a sink
+    (nothing is opened or connected): how ``doctor`` checks what ``run`` will refuse."""
+    for i, spec in enumerate(specs):
+        _checked(i, spec)
+
+
 def _make_sink(i: int, spec: Any) -> EventSink:
+    kind, cls, args = _checked(i, spec)
+    try:
+        return cls(**args)
+    except TypeError as e:
+        raise SinkError(f"{kind} sink: {e}") from None
+
+
+def _checked(i: int, spec: Any) -> tuple[str, type[EventSink], dict[str, Any]]:
+    """The sink type, its class and the settings of spec #i, all checked."""
     if not isinstance(spec, dict) or "type" not in spec:
         raise SinkError(f"event sink #{i + 1} needs a 'type' ({', '.join(SINKS)})")
     kind = spec["type"]
@@ -153,6 +176,9 @@ def _make_sink(i: int, spec: Any) -> EventSink:
         raise SinkError(f"{kind} sink: unknown setting(s) {', '.join(unknown)} "
                         f"(accepted: {', '.join(accepted)})")
     try:
-        return cls(**args)
-    except TypeError as e:
+        cls.check_settings(args)
+    except SinkError:
+        raise
+    except (TypeError, ValueError) as e:  # a missing setting, int("abc"), ...
         raise SinkError(f"{kind} sink: {e}") from None
+    return kind, cls, args

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any, TextIO
 
 from .base import EventSink, SinkError, register, to_json
@@ -30,6 +33,22 @@ class JsonLinesSink(EventSink):
                 raise SinkError(f"cannot open event log {path}: {e.strerror}") from None
         else:
             self._f = sys.stdout
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        """The file can be appended to (or made), judged without opening it."""
+        super().check_settings(settings)
+        path = settings.get("path")
+        if path in (None, "-"):
+            return
+        file, folder = Path(path), Path(path).parent
+        err = (errno.EISDIR if file.is_dir()
+               else (errno.EACCES if not os.access(file, os.W_OK) else None) if file.exists()
+               else errno.ENOENT if not folder.exists()
+               else errno.ENOTDIR if not folder.is_dir()
+               else errno.EACCES if not os.access(folder, os.W_OK | os.X_OK) else None)
+        if err is not None:
+            raise SinkError(f"cannot open event log {path}: {os.strerror(err)}")
 
     def emit(self, event: dict[str, Any]) -> None:
         line = to_json(event) + "\n"

@@ -265,6 +265,15 @@ class MqttSink(EventSink):
     def accepted_settings(cls) -> tuple[str, ...]:
         return MqttSettings.keys()
 
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        """paho is installed and the settings are valid (TLS files included); connects nowhere."""
+        super().check_settings(settings)
+        paho = _import_paho()
+        s = MqttSettings.from_spec(settings)
+        if s.secure.wanted:  # a client that is never started: loads the certificates only
+            MqttTransport(paho, s.broker, s.secure, "edgeface-cam-check", "check", lambda: None)
+
     @property
     def connected(self) -> threading.Event:
         return self._transport.connected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import re
 import threading
@@ -32,10 +33,7 @@ class WebhookSink(EventSink):
     def __init__(self, url: str, timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
                  headers: dict[str, str] | None = None, queue_size: int = 100,
                  flush_timeout: float = 10.0) -> None:
-        if not re.match(r"^https?://", str(url)):
-            raise SinkError(f"webhook url must start with http:// or https://, got {url!r}")
-        if int(queue_size) < 1 or int(retries) < 0 or float(timeout) <= 0:
-            raise SinkError("webhook needs queue_size >= 1, retries >= 0 and timeout > 0")
+        self._refuse(url, timeout, retries, queue_size)
         self.url = url
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.headers = {"Content-Type": "application/json", "User-Agent": "edgeface-cam",
@@ -50,6 +48,20 @@ class WebhookSink(EventSink):
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name="webhook-sink", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _refuse(url: str, timeout: float, retries: int, queue_size: int) -> None:
+        if not re.match(r"^https?://", str(url)):
+            raise SinkError(f"webhook url must start with http:// or https://, got {url!r}")
+        if int(queue_size) < 1 or int(retries) < 0 or float(timeout) <= 0:
+            raise SinkError("webhook needs queue_size >= 1, retries >= 0 and timeout > 0")
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        given = inspect.signature(cls).bind(**settings)
+        given.apply_defaults()
+        a = given.arguments
+        cls._refuse(a["url"], a["timeout"], a["retries"], a["queue_size"])
 
     def emit(self, event: dict[str, Any]) -> None:
         with self._cv:
