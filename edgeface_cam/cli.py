@@ -223,7 +223,7 @@ def cmd_identify(args: argparse.Namespace, cfg: Config) -> int:
         with App(_with_threshold(cfg, args.threshold), args.db) as app:
             gallery = app.matching_gallery()
             for path, image in images:
-                results = app.recognizer.analyze(image)
+                results = app.recognizer.analyze(image, still=True)
                 out.append((path, results, _matches(gallery, results)))
     if args.json:
         print_json([{"image": path, "faces": [face_json(r, m) for r, m in zip(rs, ms,
@@ -245,7 +245,7 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     cfg = _with_threshold(cfg, args.threshold)
     images = [(path, read_image(path)) for path in (args.image_a, args.image_b)]
     with App(cfg, args.db) as app:
-        faces = [pick_face(app.recognizer.analyze(img), path) for path, img in images]
+        faces = [pick_face(app.recognizer.analyze(img, still=True), path) for path, img in images]
         matches = _matches(app.matching_gallery() if app.db_path.exists() else None, faces)
     similarity = float(faces[0].embedding @ faces[1].embedding)
     threshold = cfg.recognizer.threshold

@@ -155,7 +155,7 @@ def samples_from_images(app: App, paths: list[str] | list[Path]) -> list[Sample]
     """Check every image before anything is written: a bad one stops the whole enrolment."""
     # Decode all first: a missing or broken file is reported before the model is even loaded.
     images = [(str(path), read_image(path)) for path in expand_images([str(p) for p in paths])]
-    return [Sample(pick_face(app.recognizer.analyze(image), path), path,
+    return [Sample(pick_face(app.recognizer.analyze(image, still=True), path), path,
                    hashlib.sha256(image.tobytes()).hexdigest())
             for path, image in images]
 

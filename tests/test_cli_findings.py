@@ -204,3 +204,22 @@ def test_enroll_folder_takes_1000_people_in_well_under_a_minute(capsys, tmp_path
     with sqlite3.connect(db) as c:
         assert c.execute("select count(*) from people").fetchone()[0] == enrolled
     assert np.isfinite(took)
+
+
+# --- 10. a face in a very large photo is found -----------------------------------------------
+def test_identify_finds_a_face_in_a_very_large_photo(capsys, tmp_path):
+    db = tmp_path / "g.db"
+    assert cli(capsys, "enroll", "--name", "Obama", "--images", *OBAMA[:2], "--db", db)[0] == 0
+    photo = cv2.imread(str(OBAMA[2]))
+    scale = 330 / max(photo.shape[:2])  # the whole photo 330 px: its face well under that
+    face = cv2.resize(photo, None, fx=scale * 2, fy=scale * 2, interpolation=cv2.INTER_AREA)
+    canvas = np.full((6000, 9000, 3), 90, np.uint8)
+    canvas[2500:2500 + face.shape[0], 6000:6000 + face.shape[1]] = face
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), canvas)
+    code, out, err = cli(capsys, "identify", big, "--db", db, "--json")
+    assert code == 0, err
+    faces = json.loads(out)[0]["faces"]
+    assert [f["name"] for f in faces] == ["Obama"]
+    x, y, w, h = faces[0]["box"]
+    assert 6000 <= x < 6000 + face.shape[1] and 2500 <= y < 2500 + face.shape[0]
