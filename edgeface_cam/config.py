@@ -34,13 +34,16 @@ from typing import Any
 
 import yaml
 
+from .detect import backends as detect_backends
+from .events import SINKS
 from .paths import ASSETS
 
 SYSTEM_CONFIG = Path("/etc/edgeface-cam/config.yaml")
 ENV_VAR = "EDGEFACE_CAM_CONFIG"
 
-BACKENDS = ("yunet", "blazeface", "mediapipe")
-SINK_TYPES = ("jsonl", "mqtt", "webhook")
+# The registries are the truth: each backend and sink type registers itself where it is written.
+BACKENDS = detect_backends()
+SINK_TYPES = tuple(SINKS)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PREVIEW_CHOICES = (True, False, "auto")
 
