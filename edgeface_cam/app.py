@@ -17,12 +17,13 @@ from typing import Any
 import cv2
 
 from . import PROG, selftest
-from .config import Config, ConfigError
+from .config import CameraConfig, Config, ConfigError
 from .detect import Detector, make_detector
 from .embed import Embedder, file_sha256
 from .events import EventSink, JsonLinesSink, SnapshotStore, make_sinks
 from .gallery import Gallery
-from .pipeline import Pipeline, PipelineOptions, PipelineStats
+from .motion import MotionGate
+from .pipeline import Camera, Pipeline, PipelineOptions, PipelineStats
 from .preview import Preview, PreviewUnavailable, display_available
 from .recognize import Recognizer
 from .service import install_signal_handlers
@@ -130,12 +131,48 @@ class App:
         return g
 
     # --- the running parts -------------------------------------------------------------------
-    def camera(self) -> FrameSource:
-        cam = self.cfg.camera
+    def camera(self, cam: CameraConfig | None = None) -> FrameSource:
+        """The source of ``cam`` (default: ``camera:``, or the first of ``cameras:``)."""
+        cam = cam if cam is not None else self.cfg.camera
         source = self.own(open_source(cam.source, cam.width, cam.height, cam.fps))
         if cam.name:
             source.name = cam.name
         return source
+
+    def cameras(self) -> list[Camera]:
+        """Every configured camera (``cameras:``, or the one ``camera:``), opened, with its own
+        tracker, shot-cut and motion state and snapshots."""
+        cams = self.cfg.camera_list()
+        return [self.camera_parts(self.camera(c), c, own_folder=len(cams) > 1) for c in cams]
+
+    def camera_parts(self, source: FrameSource, cam: CameraConfig | None = None,
+                     own_folder: bool = False) -> Camera:
+        """``source`` with its per-camera parts; ``own_folder``: its snapshots in a subfolder
+        named after it (several cameras' track ids would collide in one folder)."""
+        cut = self.cfg.tracking.cut_threshold
+        m = self.cfg.motion
+        return Camera(source, self.tracker(), cuts=ShotCutDetector(cut) if cut else None,
+                      motion=MotionGate(m.threshold, m.min_area, m.check_every)
+                      if m.enabled else None,
+                      snapshots=self.snapshots(source.name if own_folder else None),
+                      recognizer=self.camera_recognizer(cam) if cam is not None else None)
+
+    def camera_recognizer(self, cam: CameraConfig) -> Recognizer | None:
+        """A recognizer for a camera's own detector.min_face / input_width (sharing the
+        detector where the width is the same, and always the embedder); None: the shared one."""
+        d = self.cfg.detector
+        if cam.min_face in (None, d.min_face) and cam.input_width in (None, d.input_width):
+            return None
+        detector = self.recognizer.detector
+        if cam.input_width not in (None, d.input_width):
+            try:
+                detector = make_detector(d.backend, model=self.cfg.detector_model(),
+                                         input_width=cam.input_width,
+                                         score_threshold=d.score_threshold)
+            except (FileNotFoundError, ValueError, ImportError) as e:
+                raise UserError(f"detector: {e}") from None
+        return Recognizer(detector, self.embedder,
+                          min_face=d.min_face if cam.min_face is None else cam.min_face)
 
     def sinks(self, events_path: str | None = None) -> list[EventSink]:
         """``events_path`` (JSON lines, '-' = stdout) instead of the configured sinks; with no
@@ -150,10 +187,12 @@ class App:
         made = make_preview(self.cfg.preview.enabled, title)
         return None if made is None else self.own(made)
 
-    def snapshots(self) -> SnapshotStore | None:
+    def snapshots(self, subfolder: str | None = None) -> SnapshotStore | None:
         folder = self.cfg.snapshots_dir()
         if folder is None:
             return None
+        if subfolder:
+            folder = folder / subfolder
         try:
             return SnapshotStore(folder, self.cfg.snapshots.max_files)
         except OSError as e:
@@ -163,16 +202,18 @@ class App:
         t = self.cfg.tracking
         return Tracker(t.iou_threshold, t.max_age, t.embed_every, t.vote_window)
 
-    def pipeline(self, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
-                 max_frames: int | None = None, preview: Preview | None = None,
+    def pipeline(self, source: FrameSource | list[Camera], gallery: Gallery | None,
+                 sinks: list[Any], *, max_frames: int | None = None,
+                 preview: Preview | None = None,
                  heartbeat: Callable[[], None] | None = None) -> Pipeline:
+        """A pipeline over one source (with this config's per-camera parts) or built cameras."""
+        cams = source if isinstance(source, list) else [self.camera_parts(source)]
         # Files are processed frame by frame (every frame counts in the demo and the bench);
         # live sources drop stale frames so recognition never lags behind the camera.
-        cut = self.cfg.tracking.cut_threshold
-        return Pipeline(source, self.recognizer, gallery, sinks, tracker=self.tracker(),
-                        cuts=ShotCutDetector(cut) if cut else None, preview=preview,
-                        snapshots=self.snapshots(), heartbeat=heartbeat,
-                        options=PipelineOptions(max_frames=max_frames, realtime=source.live))
+        realtime = any(c.source.live for c in cams)
+        return Pipeline(cams, self.recognizer, gallery, sinks, preview=preview,
+                        heartbeat=heartbeat,
+                        options=PipelineOptions(max_frames=max_frames, realtime=realtime))
 
     # --- closing -----------------------------------------------------------------------------
     def own(self, thing: Any) -> Any:
@@ -248,11 +289,12 @@ def build_running(cfg: Config, heartbeat: Callable[[], None], *, db: str | None 
     """Camera -> pipeline -> sinks from ``cfg``; everything opened is closed if a part fails."""
     app = App(cfg, db)
     try:
-        source = app.camera()
+        cameras = app.cameras()
         gallery = app.matching_gallery(create=True)  # run creates it: everyone unknown then
         sinks = app.sinks(events_path)
-        preview = app.preview(f"{PROG}: {cfg.camera.source}")
-        pipeline = app.pipeline(source, gallery, sinks, max_frames=max_frames, preview=preview,
+        shown = cfg.camera.source if len(cameras) == 1 else ", ".join(c.name for c in cameras)
+        preview = app.preview(f"{PROG}: {shown}")
+        pipeline = app.pipeline(cameras, gallery, sinks, max_frames=max_frames, preview=preview,
                                 heartbeat=heartbeat)
     except BaseException:
         app.close()

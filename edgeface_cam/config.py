@@ -164,6 +164,11 @@ class CameraConfig:
     fps: float | None = key(None, "requested frames per second; null = the camera's own",
                             lo=0, hi=1000, lo_open=True)
     name: str | None = key(None, "this camera's name in events; null = the source spec")
+    min_face: float | None = key(None, "this camera's detector.min_face; null = detector.min_face",
+                                 lo=0)
+    input_width: int | None = key(None, "this camera's detector.input_width; null = "
+                                         "detector.input_width", lo=64, hi=4096,
+                                  special=((0, "full size"),))
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,17 @@ class DetectorConfig:
     score_threshold: float | None = key(None, "minimum detector confidence; null = the "
                                               "backend's own default", lo=0, hi=1,
                                         lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    enabled: bool = key(True, "skip face detection while nothing moves and no track is alive")
+    threshold: float = key(0.002, "share of the picture that must change to count as motion",
+                           lo=0, hi=1)
+    min_area: float = key(400.0, "smallest changed region that counts as motion (frame pixels)",
+                          lo=0)
+    check_every: float = key(2.0, "seconds after which the detector runs even without motion",
+                             lo=0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -224,16 +240,24 @@ class LoggingConfig:
 class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     # Sink specs as given (each a dict with a valid "type"); events.make_sinks checks the rest.
     events: tuple[dict[str, Any], ...] = ()
+    # Several cameras in one process (each a camera mapping with a unique name); empty: the one
+    # ``camera``. When given, ``camera`` is the first of them (what enrol and doctor default to).
+    cameras: tuple[CameraConfig, ...] = ()
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the settings came from: a file path, or None for the built-in defaults.
     origin: str | None = None
+
+    def camera_list(self) -> tuple[CameraConfig, ...]:
+        """The cameras to run: ``cameras``, else the one ``camera``."""
+        return self.cameras or (self.camera,)
 
     def model_path(self) -> Path:
         return resolve_asset(self.recognizer.model)
@@ -346,6 +370,38 @@ def _check_events(value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def _check_camera(where: str, body: Any) -> CameraConfig:
+    """One camera mapping; errors name ``where`` (``camera`` or ``cameras[i]``)."""
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where}: must be a mapping of keys, got {body!r}")
+    values = {}
+    for name, value in body.items():
+        try:
+            values[name] = _check_value("camera", name, value)
+        except ConfigError as e:
+            raise ConfigError(where + str(e).removeprefix("camera")) from None
+    return CameraConfig(**values)
+
+
+def _check_cameras(value: Any) -> tuple[CameraConfig, ...]:
+    """``cameras:``: a list of camera mappings, each with a unique ``name``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"cameras: must be a list of camera mappings, got "
+                          f"{type(value).__name__}")
+    out: list[CameraConfig] = []
+    for i, body in enumerate(value):
+        cam = _check_camera(f"cameras[{i}]", body)
+        if not cam.name:
+            raise ConfigError(f"cameras[{i}].name: each camera needs a name (events and the "
+                              "status tell the cameras apart by it)")
+        if any(c.name.casefold() == cam.name.casefold() for c in out if c.name):
+            raise ConfigError(f"cameras[{i}].name: {cam.name!r} is given twice")
+        out.append(cam)
+    return tuple(out)
+
+
 def from_dict(data: dict[str, Any] | None, origin: str | None = None) -> Config:
     """Merge ``data`` (parsed YAML) over the defaults and validate; raise ConfigError."""
     prefix = f"{origin}: " if origin else ""
@@ -365,12 +421,23 @@ def _from_dict(data: Any, origin: str | None) -> Config:
         if section == "events":
             kwargs["events"] = _check_events(body)
             continue
+        if section == "cameras":
+            kwargs["cameras"] = _check_cameras(body)
+            continue
         if body is None:
+            continue
+        if section == "camera":
+            kwargs["camera"] = _check_camera("camera", body)
             continue
         if not isinstance(body, dict):
             raise ConfigError(f"{section}: must be a mapping of keys, got {body!r}")
         values = {name: _check_value(section, name, value) for name, value in body.items()}
         kwargs[section] = SECTION_TYPES[section](**values)
+    if kwargs.get("cameras"):
+        if "camera" in kwargs:
+            raise ConfigError("camera and cameras: give one of them (camera: for one camera, "
+                              "cameras: for a list of named cameras)")
+        kwargs["camera"] = kwargs["cameras"][0]
     return Config(**kwargs)
 
 
@@ -443,7 +510,15 @@ def replace(config: Config, **sections: dict[str, Any]) -> Config:
                      for name, v in clean.items()}
         except ConfigError as e:
             raise ConfigError(f"command line: {e}") from None
-        changed[section] = dataclasses.replace(getattr(config, section), **clean)
+        base = getattr(config, section)
+        if section == "camera" and config.cameras:
+            if "source" not in clean:
+                raise ConfigError(f"command line: camera.{next(iter(clean))}: this config lists "
+                                  "cameras:; set their keys in the file (or give --source)")
+            base = CameraConfig()  # --source X: that one camera, not the first of cameras:
+        changed[section] = dataclasses.replace(base, **clean)
+    if "camera" in changed and config.cameras:
+        changed["cameras"] = ()  # a camera override (run --source, --set camera.*) is one camera
     return dataclasses.replace(config, **changed)
 
 
@@ -456,9 +531,9 @@ def override(config: Config, assignments: list[str] | None) -> Config:
         if not sep or not dot or not key_name:
             raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. "
                               "--set recognizer.threshold=0.4")
-        if section == "events":
-            raise ConfigError("--set events...: sinks are a list; use --events PATH or "
-                              "edit config.yaml")
+        if section in ("events", "cameras"):
+            raise ConfigError(f"--set {section}...: {section} is a list; edit config.yaml"
+                              + (" or use --events PATH" if section == "events" else ""))
         try:
             _lookup(section, key_name)
         except ConfigError as e:

@@ -18,7 +18,10 @@ API (what the CLI uses):
   it pings the watchdog and updates ``systemctl status``. ``serve`` sends READY=1 once the
   pipeline is built, runs it until SIGTERM/SIGINT (or the source ends), and on SIGHUP calls
   ``reload_settings()`` and rebuilds; a bad new config or a failing rebuild is logged and the
-  previous settings keep running. Returns what the last ``run()`` returned (``PipelineStats``).
+  previous settings keep running. A reload stops the pipeline with ``stop_for_reload()`` where
+  it has one and hands it to the new one's ``continue_from(old)``: track ids, decided tracks
+  and counts go on (no second event for someone already in view). Returns what the last
+  ``run()`` returned (``PipelineStats``).
 
 The notify protocol is written here (one ``sendto`` on a datagram socket, see sd_notify(3))
 rather than taken from the ``sdnotify`` package: that package is unmaintained since 2017, hides
@@ -239,7 +242,8 @@ def serve(settings: S, build: Callable[[S, Callable[[], None]], Any], *,
             return
         reload_requested.set()
         for p in list(running):
-            p.stop()
+            # Keep the live tracks for the rebuilt pipeline (no second event for people in view).
+            getattr(p, "stop_for_reload", p.stop)()
 
     last_status = [time.monotonic()]
 
@@ -253,6 +257,7 @@ def serve(settings: S, build: Callable[[S, Callable[[], None]], Any], *,
     restore = install_signal_handlers(stop, reload)
     good = settings  # the last settings that built a pipeline
     result = None
+    previous: Any = None  # the pipeline a reload stopped: the next one continues its tracks
     try:
         while True:
             try:
@@ -267,10 +272,15 @@ def serve(settings: S, build: Callable[[S, Callable[[], None]], Any], *,
             good = settings
             ctx = made if hasattr(made, "__enter__") else contextlib.nullcontext(made)
             with ctx as pipeline:
+                if previous is not None and hasattr(pipeline, "continue_from"):
+                    pipeline.continue_from(previous)  # track ids, decisions and counts go on
+                previous = None
                 running[:] = [pipeline]
                 try:
-                    if stop_requested.is_set() or reload_requested.is_set():
-                        pipeline.stop()  # a signal came while we were building
+                    if stop_requested.is_set():  # a signal came while we were building
+                        pipeline.stop()
+                    elif reload_requested.is_set():
+                        getattr(pipeline, "stop_for_reload", pipeline.stop)()
                     notifier.ready("running")
                     notifier.watchdog(force=True)
                     result = pipeline.run()
@@ -278,6 +288,7 @@ def serve(settings: S, build: Callable[[S, Callable[[], None]], Any], *,
                     running.clear()
             if stop_requested.is_set() or not reload_requested.is_set():
                 return result  # stopped, or the source ended (a file)
+            previous = pipeline
             reload_requested.clear()
             notifier.reloading()
             assert reload_settings is not None
@@ -297,4 +308,12 @@ def _describe(pipeline: Any) -> str:
     if not callable(stats):
         return "running"
     s = stats()
-    return f"running: {s.frames} frames, {s.fps:.1f} fps, {s.events} events"
+    cams = getattr(s, "cameras", None) or {}
+    if len(cams) > 1:  # per camera: which one is slow, dropping or reconnecting
+        return "running: " + "; ".join(
+            f"{name} {c.fps:.1f} fps {c.frames} frames {c.skipped} skipped"
+            + (f" {c.reconnects} reconnects" if c.reconnects else "") for name, c in cams.items()
+        ) + f"; {s.events} events"
+    skipped = getattr(s, "skipped", 0)
+    return (f"running: {s.frames} frames, {s.fps:.1f} fps, {s.events} events"
+            + (f", {skipped} skipped (no motion)" if skipped else ""))

@@ -247,6 +247,14 @@ class Tracker:
         for t in self.tracks:
             t.last_embed_frame = None
 
+    def take_over(self, other: Tracker) -> None:
+        """Continue ``other``'s live tracks, ids and frame count (a reload rebuilt the pipeline:
+        people in view keep their track and are not announced again); this tracker's settings
+        apply from now on."""
+        self.tracks, self._next_id, self._frame = other.tracks, other._next_id, other._frame
+        self._decided = other._decided + self._decided
+        other.tracks, other._decided = [], []
+
     @property
     def created(self) -> int:
         """How many tracks this tracker has started."""

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.device
 CLIP = VIDEO / "lin_manuel_miranda_clip.mp4"
 STREET = VIDEO / "street_scene.mp4"
 LIN = PEOPLE / "lin_manuel_miranda" / "lin_manuel_miranda_1.png"
-EVENT_KEYS = {"time", "source", "event", "track_id", "box", "name", "score"}
+EVENT_KEYS = {"time", "source", "event", "track_id", "box", "name", "score", "frame"}
 FILES = PipelineOptions(realtime=False)  # every frame of a file, none dropped
 
 

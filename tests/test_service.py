@@ -418,3 +418,50 @@ def test_cli_run_as_a_notify_service_reloads_on_sighup_and_stops_on_sigterm(syst
     systemd.wait_for("STOPPING=1")
     assert "SIGHUP: reloading" in err and "SIGTERM: stopping" in err
     assert not TIMESTAMP.search(err)  # INVOCATION_ID set: the journal stamps the time
+
+
+def test_a_reload_keeps_the_tracks_and_counts(systemd, tmp_path):
+    """SIGHUP rebuilds the pipeline; a person in view keeps their track id and is not announced
+    again, and the statistics go on counting (issue 12, finding 12)."""
+    from edgeface_cam.detect import make_detector
+    from edgeface_cam.embed import Embedder
+    from edgeface_cam.pipeline import Pipeline, PipelineOptions
+    from edgeface_cam.recognize import Recognizer
+    from edgeface_cam.sources import open_source
+    from edgeface_cam.track import Tracker
+
+    photo = sorted((PEOPLE / "obama").glob("*.jpg"))[0]
+    recognizer = Recognizer(make_detector("yunet"), Embedder(num_threads=1), min_face=40)
+    events: list[dict] = []
+    frames: list[int] = []  # frames processed, by every pipeline built
+    built: list[Pipeline] = []
+
+    class Sink:
+        def emit(self, ev: dict) -> None:
+            events.append(ev)
+
+    def build(_settings, heartbeat):
+        # The same photo at 30 fps, forever: someone standing in front of the camera.
+        p = Pipeline(open_source(str(photo), fps=30, loop=True), recognizer, None, [Sink()],
+                     tracker=Tracker(embed_every=1), heartbeat=heartbeat,
+                     on_frame=lambda r: frames.append(r.frame.index))
+        built.append(p)
+        return p
+
+    def drive() -> None:
+        deadline = time.monotonic() + 30
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGHUP)
+        systemd.wait_for("READY=1", 2)
+        seen = len(frames)
+        while len(frames) < seen + 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=drive, daemon=True).start()
+    stats = serve("settings", build, reload_settings=lambda: "settings")
+    assert len(built) == 2
+    assert built[0].stats().frames < stats.frames == len(frames)  # counts went on
+    assert [(e["track_id"], e["event"]) for e in events] == [(1, "unknown")]  # announced once
+    assert stats.tracks == 1 and stats.events == 1
