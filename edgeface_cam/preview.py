@@ -7,6 +7,7 @@ needs no display (the same picture can be saved or streamed).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -141,8 +142,33 @@ def draw_overlay(image: np.ndarray, tracks: Sequence[Any], fps: float | None = N
     return canvas
 
 
+def grid(tiles: Sequence[np.ndarray], tile_height: int = 360,
+         names: Sequence[str] = ()) -> np.ndarray:
+    """Pictures side by side in rows (about square: 2 -> 2x1, 3 or 4 -> 2x2), each scaled to
+    ``tile_height`` and centred in a cell as wide as the widest, labelled with its name if
+    given; empty cells are black."""
+    if len(tiles) == 1:
+        return tiles[0]
+    scaled = [cv2.resize(t, (max(1, round(t.shape[1] * tile_height / t.shape[0])), tile_height),
+                         interpolation=cv2.INTER_AREA) for t in tiles]
+    cols = math.ceil(math.sqrt(len(scaled)))
+    rows = math.ceil(len(scaled) / cols)
+    cell_w = max(t.shape[1] for t in scaled)
+    canvas = np.zeros((rows * tile_height, cols * cell_w, 3), np.uint8)
+    for i, t in enumerate(scaled):
+        r, c = divmod(i, cols)
+        x = c * cell_w + (cell_w - t.shape[1]) // 2
+        canvas[r * tile_height:(r + 1) * tile_height, x:x + t.shape[1]] = t
+        if i < len(names):
+            _label(canvas, names[i], x, r * tile_height, (32, 32, 32), 0.6, 1)
+    return canvas
+
+
 class Preview:
-    """One window. Raises ``PreviewUnavailable`` (one-line reason) where none can open."""
+    """One window. Raises ``PreviewUnavailable`` (one-line reason) where none can open.
+
+    Frames of several cameras (``frame.source``) are shown together in a grid, each camera's
+    latest picture in its own cell, in the order the cameras first appeared."""
 
     def __init__(self, title: str = "edgeface-cam") -> None:
         ok, why = display_available()
@@ -153,6 +179,7 @@ class Preview:
         cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
         self._shown = False
         self._closed = False
+        self._tiles: dict[str, np.ndarray] = {}  # the latest overlay of each camera
 
     def show(self, frame: Any, tracks: Sequence[Any], fps: float | None = None,
              timings: Mapping[str, float] | None = None) -> bool:
@@ -161,7 +188,11 @@ class Preview:
         if self._closed:
             return False
         image = getattr(frame, "image", frame)
-        cv2.imshow(self.title, draw_overlay(image, tracks, fps, timings))
+        overlay = draw_overlay(image, tracks, fps, timings)
+        self._tiles[str(getattr(frame, "source", ""))] = overlay
+        shown = overlay if len(self._tiles) == 1 else grid(list(self._tiles.values()),
+                                                          names=list(self._tiles))
+        cv2.imshow(self.title, shown)
         key = cv2.waitKey(1)
         if key != -1 and (key & 0xFF) in QUIT_KEYS:
             return False

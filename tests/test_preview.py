@@ -177,3 +177,20 @@ def test_preview_draws_the_box_where_the_face_is_under_xvfb(xvfb, tmp_path: Path
     # ...and that colour is the overlay's, not the photo's.
     raw = image[y + h // 3: y + h - 3, x].astype(int)
     assert (np.abs(raw - np.array(pv.COLOR_KNOWN)).max(axis=1) > 12).mean() > 0.9
+
+
+def test_several_cameras_share_one_window_as_a_grid():
+    """Three cameras' pictures (different sizes) in a 2x2 grid at one height, each in its own
+    cell, labelled; one camera is shown as it is."""
+    img = cv2.imread(str(OBAMA))
+    small = cv2.resize(img, (320, 240))
+    wide = np.full((360, 640, 3), 200, np.uint8)
+    assert pv.grid([img]) is img
+    out = pv.grid([small, wide, small], tile_height=180, names=["front", "back", "garage"])
+    assert out.shape == (360, 2 * 320, 3)  # 2 columns of the widest scaled tile (640x360 -> 320)
+    assert (out[180:, 320:] == 0).all()  # the fourth cell is empty
+    # The wide grey picture fills the top-right cell (below its label).
+    assert np.abs(out[60:170, 330:630].astype(int) - 200).max() <= 1
+    tile = cv2.resize(small, (240, 180), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(out[40:180, 40:280], tile[40:])  # centred in its 320 px cell
+    assert not np.array_equal(out[:30, 40:140], tile[:30, :100])  # under the camera's name
