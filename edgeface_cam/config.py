@@ -232,6 +232,17 @@ class SnapshotsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = key(True, "serve the web UI and REST API inside run and the service")
+    listen: str = key("0.0.0.0:8080", "HOST:PORT to listen on (127.0.0.1 only until a web "
+                                      "password is set)")
+    live_fps: float = key(5.0, "frames per second of the live view (encoded only while "
+                               "someone watches)", lo=0, hi=30, lo_open=True)
+    tls_cert: str | None = key(None, "TLS certificate (PEM) for HTTPS; null = plain HTTP")
+    tls_key: str | None = key(None, "TLS private key (PEM) matching tls_cert")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = key("INFO", "log level", choices=LOG_LEVELS, any_case=True)
 
@@ -251,6 +262,7 @@ class Config:
     cameras: tuple[CameraConfig, ...] = ()
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the settings came from: a file path, or None for the built-in defaults.
     origin: str | None = None
@@ -282,6 +294,15 @@ class Config:
 
     def snapshots_dir(self) -> Path | None:
         return self._beside_origin(self.snapshots.dir) if self.snapshots.dir else None
+
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """(certificate, key) for HTTPS, relative to this file; None: plain HTTP."""
+        w = self.web
+        if not w.tls_cert and not w.tls_key:
+            return None
+        if not (w.tls_cert and w.tls_key):
+            raise ConfigError("web.tls_cert and web.tls_key: give both (or neither)")
+        return self._beside_origin(w.tls_cert), self._beside_origin(w.tls_key)
 
 
 def resolve_asset(path: str) -> Path:
