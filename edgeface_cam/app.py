@@ -302,11 +302,16 @@ def build_running(cfg: Config, heartbeat: Callable[[], None], *, db: str | None 
     return Running(app, pipeline)
 
 
-def run_to_end(app: App, source: FrameSource, gallery: Gallery | None, sinks: list[Any], *,
-               max_frames: int | None = None, preview: Preview | None = None) -> PipelineStats:
-    """One run to the end of a file (demo, bench); Ctrl-C stops it cleanly, with a summary."""
+def run_to_end(app: App, source: FrameSource | list[FrameSource], gallery: Gallery | None,
+               sinks: list[Any], *, max_frames: int | None = None,
+               preview: Preview | None = None) -> PipelineStats:
+    """One run to the end of a file (demo, bench), or of several files as that many cameras;
+    Ctrl-C stops it cleanly, with a summary."""
+    sources = source if isinstance(source, list) else [source]
     try:
-        pipeline = app.pipeline(source, gallery, sinks, max_frames=max_frames, preview=preview)
+        built = ([app.camera_parts(s, own_folder=True) for s in sources]
+                 if isinstance(source, list) else source)
+        pipeline = app.pipeline(built, gallery, sinks, max_frames=max_frames, preview=preview)
         restore = install_signal_handlers(pipeline.stop)
         try:
             return pipeline.run()
@@ -315,4 +320,21 @@ def run_to_end(app: App, source: FrameSource, gallery: Gallery | None, sinks: li
     finally:
         if preview is not None:
             preview.close()
-        source.close()
+        for s in sources:
+            s.close()
+
+
+def open_copies(spec: str, count: int) -> FrameSource | list[FrameSource]:
+    """One source of ``spec``, or ``count`` > 1 of them named camera1, camera2, ... (bench
+    --cameras N: N cameras sharing one detector and model in one process)."""
+    if count == 1:
+        return open_source(spec)
+    sources: list[FrameSource] = []
+    try:
+        for i in range(count):
+            sources.append(open_source(spec))
+            sources[-1].name = f"camera{i + 1}"
+    except BaseException:
+        close_all(sources)
+        raise
+    return sources

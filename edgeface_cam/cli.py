@@ -19,7 +19,7 @@ import numpy as np
 
 from . import PROG, __version__, doctor
 from . import config as configmod
-from .app import App, UserError, build_running, run_to_end
+from .app import App, UserError, build_running, open_copies, run_to_end
 from .cliargs import (
     EXIT_USER,
     Commands,
@@ -285,7 +285,8 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
                         "runs are comparable)")
     app = App(cfg, args.db)
     with bench_gallery(app, use_db=args.db is not None) as (gallery, crop):
-        stats = run_to_end(app, open_source(spec), gallery, [], max_frames=args.frames)
+        stats = run_to_end(app, open_copies(spec, args.cameras), gallery, [],
+                           max_frames=args.frames * args.cameras)
         emb_median, emb_p90 = embed_timing(app.embedder, crop, repeats=50)
     if args.json:
         print_json(bench_json(spec, app, stats, (emb_median, emb_p90)))
@@ -297,6 +298,9 @@ def cmd_bench(args: argparse.Namespace, cfg: Config) -> int:
     for name, t in stats.timings.items():
         print(f"{name:<13} {t.median_ms:>10.2f} {t.p90_ms:>10.2f} {t.count:>6}")
     print(f"embedding per face: median {emb_median:.2f} ms, p90 {emb_p90:.2f} ms")
+    print(f"motion gate: {stats.skipped} of {stats.frames} frames skipped")
+    for name, c in stats.cameras.items() if len(stats.cameras) > 1 else ():
+        print(c.line(name))
     return 0
 
 
@@ -397,6 +401,8 @@ def _add_tool_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
                    help="video or image file (default: the demo clip)")
     p.add_argument("--frames", type=positive_int, default=200, metavar="N",
                    help="frames to process (default: 200)")
+    p.add_argument("--cameras", type=positive_int, default=1, metavar="N",
+                   help="run the file as N cameras in one process, --frames each (default: 1)")
 
     p = add("doctor", cmd_doctor, "Check the config, runtime, model and its self-test, "
             "detector, camera, gallery and display; print what is wrong and how to fix it. "

@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -401,9 +401,12 @@ def main_checks(settings: Config | None, *, config_error: str | None = None,
         checks.append(_guard("full path", "reinstall", lambda: check_whole_path(
             model, d.backend, cfg.detector_model(), d.input_width, d.score_threshold)))
     if camera:
-        c = cfg.camera
-        checks.append(_guard("camera", "check camera.source", lambda: check_source(
-            c.source, c.width, c.height, c.fps, camera_timeout)))
+        cams = cfg.camera_list()
+        for c in cams:  # each of cameras: as "camera NAME"
+            found = _guard("camera", "check camera.source", lambda c=c: check_source(
+                c.source, c.width, c.height, c.fps, camera_timeout))
+            checks.append(found if len(cams) == 1 else
+                          replace(found, name=f"camera {c.name}"))
     fingerprint = None
     if model_check.status == OK:
         from .embed import file_sha256

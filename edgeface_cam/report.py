@@ -49,4 +49,7 @@ def bench_json(spec: str, app: Any, stats: Any, emb: tuple[float, float]) -> dic
         "stages_ms": {k: {"median": round(t.median_ms, 2), "p90": round(t.p90_ms, 2),
                           "count": t.count} for k, t in stats.timings.items()},
         "embed_ms_per_face": {"median": round(emb[0], 2), "p90": round(emb[1], 2)},
+        "skipped": stats.skipped,  # frames the motion gate kept from the detector
+        "cameras": {name: {"frames": c.frames, "fps": round(c.fps, 2), "skipped": c.skipped}
+                    for name, c in stats.cameras.items()},
     }

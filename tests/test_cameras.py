@@ -266,3 +266,15 @@ def test_the_app_builds_each_camera_with_its_own_parts(tmp_path, shared):
         p = app.pipeline([one, two], None, [], max_frames=20)
         stats = p.run()
     assert stats.frames >= 20 and set(stats.cameras) == {"one", "two"}
+
+
+def test_doctor_checks_each_camera(shared):
+    from edgeface_cam import doctor
+
+    cfg = load(f"cameras:\n  - {{name: door, source: '{CLIP}'}}\n"
+               "  - {name: garage, source: /no/such/clip.mp4}\n")
+    checks = {c.name: c for c in doctor.main_checks(cfg) if c.name.startswith("camera")}
+    assert list(checks) == ["camera door", "camera garage"]
+    assert checks["camera door"].status == doctor.OK
+    assert checks["camera garage"].status == doctor.FAIL
+    assert "/no/such/clip.mp4" in checks["camera garage"].detail
