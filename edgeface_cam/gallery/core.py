@@ -171,6 +171,17 @@ class Gallery:
         log.info("enrolled %s: %d embedding(s)", name, len(vectors))
         return pid
 
+    def create(self, name: str, notes: str | None = None) -> str:
+        """A new person with no faces yet (the web UI adds them next); their stored name.
+        GalleryError when someone of that name (any case) exists."""
+        name = validate_name(name)
+        with self._write(f"add {name!r}"):
+            found = self._find(name)
+            if found is not None:
+                raise GalleryError(f"a person named {found[1]!r} already exists")
+            self._store.add_person(name, notes, _now())
+        return name
+
     def remove(self, name: str) -> str:
         """Delete a person and (by cascade) all their embeddings; the stored name removed."""
         name = validate_name(name)
