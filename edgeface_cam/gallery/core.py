@@ -240,6 +240,12 @@ class Gallery:
     def people(self) -> list[Person]:
         return self._store.people(self.fingerprint)
 
+    def face_crops(self, name: str, limit: int = 12) -> list[tuple[int, bytes]]:
+        """(embedding id, JPEG crop) of the person ``name`` means, best quality first (the
+        web UI's thumbnails); [] for nobody."""
+        person = self.find_person(name)
+        return [] if person is None else self._store.face_crops(person.id, limit)
+
     def stale(self) -> int:
         """Embeddings of another model (never compared): re-embed them or remove them. The
         per-person counts are ``Person.other_model``."""

@@ -341,6 +341,11 @@ class Store:
         return self._all(f"SELECT id, crop FROM embeddings WHERE id IN ({marks}) ORDER BY id",
                          ids)
 
+    def face_crops(self, person_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """(embedding id, JPEG crop) of a person's faces, best quality first."""
+        return self._all("SELECT id, crop FROM embeddings WHERE person_id = ? AND crop IS NOT "
+                         "NULL ORDER BY quality DESC, id LIMIT ?", [person_id, limit])
+
     def set_vectors(self, rows: Sequence[tuple[int, np.ndarray]], fingerprint: str) -> int:
         """Give embeddings (id, vector) of another model this model's vectors; how many
         changed (rows deleted or re-embedded meanwhile are skipped)."""
