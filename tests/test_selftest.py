@@ -18,7 +18,7 @@ pytestmark = pytest.mark.device
 
 @pytest.fixture(scope="module")
 def yunet():
-    return make_detector("yunet", input_width=640, score_threshold=None, min_face=0)
+    return make_detector("yunet", input_width=640, score_threshold=None)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _failed(results: list[selftest.Stage]) -> list[str]:
 @pytest.mark.parametrize("backend, model", [("yunet", None), ("blazeface", "short"),
                                             ("blazeface", "full")])
 def test_every_stage_passes_on_this_stack(backend, model, embedder):
-    det = make_detector(backend, model=model, input_width=640, score_threshold=None, min_face=0)
+    det = make_detector(backend, model=model, input_width=640, score_threshold=None)
     results = selftest.stages(det, embedder)
     assert [s.name for s in results] == ["alignment", "warp", "detector", "embedding"]
     assert _failed(results) == []
