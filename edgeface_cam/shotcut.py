@@ -16,14 +16,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .config import TrackingConfig
+
 THUMBNAIL = (32, 18)  # (width, height): 16:9; a 4:3 frame is squeezed, which does not matter here
-DEFAULT_THRESHOLD = 0.08  # between 0.05 (largest change within a shot) and 0.10 (smallest cut)
 
 
 class ShotCutDetector:
     """``is_cut(image)`` for each processed frame, in order; the first frame is never a cut."""
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(self, threshold: float | None = None) -> None:
+        """``threshold``: the grey-thumbnail change that makes a cut; None = the config's
+        ``tracking.cut_threshold`` (0.08: between 0.05, the largest change within a shot of the
+        fixture clips, and 0.10, their smallest cut)."""
+        if threshold is None:
+            threshold = TrackingConfig().cut_threshold
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"cut threshold must be in (0, 1], got {threshold}")
         self.threshold = float(threshold)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import TrackingConfig
 from .detect import Face
 
 # A vote's weight is its match score; this floor keeps a (rare) negative cosine from counting
@@ -97,10 +98,17 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class Tracker:
-    def __init__(self, iou_threshold: float = 0.3, max_age: int = 10, embed_every: int = 10,
-                 vote_window: int = 5, *, quality_margin: float = 0.1, confirm_votes: int = 2,
-                 unknown_after: int = 3, min_quality: float = 0.3,
-                 split_below: float = 0.1, split_after_cut: float = 0.3) -> None:
+    def __init__(self, iou_threshold: float | None = None, max_age: int | None = None,
+                 embed_every: int | None = None, vote_window: int | None = None, *,
+                 quality_margin: float = 0.1, confirm_votes: int = 2, unknown_after: int = 3,
+                 min_quality: float = 0.3, split_below: float = 0.1,
+                 split_after_cut: float = 0.3) -> None:
+        # The four config keys default to the config's one definition (``tracking``).
+        t = TrackingConfig()
+        iou_threshold = t.iou_threshold if iou_threshold is None else iou_threshold
+        max_age = t.max_age if max_age is None else max_age
+        embed_every = t.embed_every if embed_every is None else embed_every
+        vote_window = t.vote_window if vote_window is None else vote_window
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         for key, val in (("max_age", max_age), ("embed_every", embed_every),
