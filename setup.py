@@ -24,6 +24,12 @@ DEVICE = [
     "pyyaml>=6.0",
     "sqlite-utils>=3.35",
     "tqdm>=4.60",
+    # The web UI and REST API (edgeface_cam/web): part of the default product.
+    "fastapi>=0.110",
+    "uvicorn>=0.29",
+    "jinja2>=3.1",
+    "python-multipart>=0.0.18",
+    "prometheus-client>=0.20",
 ]
 EXTRAS = {
     "device": DEVICE,
@@ -33,7 +39,9 @@ EXTRAS = {
     "train": ["torch>=2.2,<2.15", "torchvision", "timm>=1.0", "tensorboard", "tqdm>=4.60",
               "pillow", "matplotlib"],
     "export": ["litert-torch>=0.10", "ai-edge-quantizer>=0.10"],
-    "dev": ["pytest>=8", "pytest-timeout", "ruff>=0.6", "psutil"],
+    # httpx2: Starlette's TestClient; playwright: the browser test, driving Debian's chromium
+    # (executable_path; no browser download).
+    "dev": ["pytest>=8", "pytest-timeout", "ruff>=0.6", "psutil", "httpx2", "playwright>=1.40"],
 }
 
 setup(
@@ -46,6 +54,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["edgeface_cam", "edgeface_cam.*", "training", "training.*"]),
     include_package_data=True,
+    # The web UI's templates and static files ship inside the package (wheel and sdist).
+    package_data={"edgeface_cam.web": ["templates/*.html", "static/*"]},
     data_files=_assets(),
     install_requires=[],  # the device and the workstation need different stacks: pick an extra
     extras_require=EXTRAS,

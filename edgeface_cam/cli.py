@@ -20,6 +20,7 @@ import numpy as np
 from . import PROG, __version__, doctor
 from . import config as configmod
 from .app import App, UserError, build_running, open_copies, run_to_end
+from .cli_web import add_web_commands, demo_web, web_beside
 from .cliargs import (
     EXIT_USER,
     Commands,
@@ -79,12 +80,13 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
         return configmod.replace(loaded, **overrides)  # flags win over the file, also on reload
 
     def build(cfg: Config, heartbeat: Callable[[], None]) -> Any:
-        return build_running(cfg, heartbeat, db=args.db, events_path=args.events,
-                             max_frames=args.max_frames)
+        return web.attach(build_running(cfg, heartbeat, db=args.db, events_path=args.events,
+                                        max_frames=args.max_frames))
 
     # serve(): READY/WATCHDOG for systemd, SIGTERM/SIGINT stop, SIGHUP reloads the config file.
-    stats = serve(settings(cfg), build,
-                  reload_settings=lambda: settings(load_settings(args)))
+    with web_beside(settings(cfg), args.db) as web:  # the web UI in its own thread (web.enabled)
+        stats = serve(settings(cfg), build,
+                      reload_settings=lambda: settings(load_settings(args)))
     print(stats.summary(), file=sys.stderr)
     return 0
 
@@ -267,6 +269,8 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> int:
     tally = EventTally()
     sinks = [app.own(JsonLinesSink(None)), tally]
     with demo_gallery(app, use_db=args.db is not None) as (gallery, _):
+        if args.web:
+            return demo_web(app, gallery, sinks, args.listen)
         source = open_source(str(DEMO_CLIP))
         source.name = "demo"  # events name the camera, not a path inside the install
         stats = run_to_end(app, source, gallery, sinks, max_frames=args.max_frames,
@@ -389,7 +393,9 @@ def _add_tool_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
     p = add("demo", cmd_demo, f"Enrol the bundled {DEMO_PERSON} photo into a temporary gallery, "
             "run on the bundled clip, print the events and who was recognised.",
-            "demo\ndemo --no-preview")
+            "demo\ndemo --no-preview\ndemo --web     # the web UI over the looped clip")
+    p.add_argument("--web", action="store_true", help="loop the clip and serve the web UI")
+    p.add_argument("--listen", metavar="HOST:PORT", help="with --web (default 127.0.0.1)")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
                    help="show a window (default: preview.enabled; auto = if a display exists)")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
@@ -439,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
                      common, as_json)
     _add_everyday_commands(cmds.add)
     _add_tool_commands(cmds.add)
+    add_web_commands(cmds.add)
     return parser
 
 
