@@ -1,7 +1,8 @@
 """The web UI and REST API (FastAPI + uvicorn + Jinja2; no JavaScript build step).
 
-- ``server``: the application behind ``security.Gate``, ``WebState`` (what routes share: its
-  own gallery connection and recognizer), ``WebServer`` (uvicorn in a thread), ``start_web``.
+- ``server``: the application behind ``security.Gate``, ``WebServer`` (uvicorn in a thread),
+  ``start_web``; ``state.WebState``: what the routes share (its own gallery connection and
+  recognizer).
 - ``security``: authentication (session cookie or Bearer token), the Origin check, body limits,
   security headers; ``auth``: the password (scrypt), tokens (hashed), sessions, login limit.
 - ``api`` (people, identify, status, cameras, metrics), ``library`` (sightings, unknowns),
@@ -16,7 +17,7 @@ from .auth import AuthError, AuthStore
 
 __all__ = ["AuthError", "AuthStore", "LiveHub", "WebServer", "WebState", "create_app",
            "parse_listen", "start_web"]
-_LAZY = {"LiveHub": "live", "WebServer": "server", "WebState": "server",
+_LAZY = {"LiveHub": "live", "WebServer": "server", "WebState": "state",
          "create_app": "server", "parse_listen": "server", "start_web": "server"}
 
 

@@ -22,8 +22,10 @@ from ..gallery import Gallery, GalleryError, Person, validate_name
 from ..report import face_json
 from .images import UploadError, decode_image, parse_multipart
 from .live import BOUNDARY
+from .metrics import render
 from .security import SESSION_COOKIE
-from .server import WebState
+from .state import WebState
+from .status import status_json
 
 router = APIRouter()
 
@@ -228,8 +230,6 @@ def _identify(state: WebState, label: str, data: bytes) -> dict[str, Any]:
 def status(request: Request, doctor: bool = False) -> dict[str, Any]:
     """Cameras (fps, state, who is in view), stage timings, CPU, model, threshold, events;
     ``?doctor=true`` adds the doctor's checks (slow: loads the model once, then cached)."""
-    from .status import status_json
-
     return status_json(state_of(request), with_doctor=doctor)
 
 
@@ -267,7 +267,5 @@ def snapshot(name: str, request: Request, annotated: bool = True) -> Response:
 @router.get("/metrics", tags=["status"])
 def metrics(request: Request) -> Response:
     """Prometheus text: frames, fps, stage latency, events by kind, people, sightings."""
-    from .metrics import render
-
     body, content_type = render(state_of(request))
     return Response(body, media_type=content_type)

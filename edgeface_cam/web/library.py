@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from .api import state_of
-from .server import WebState
+from .state import WebState
 
 router = APIRouter(tags=["library"])
 

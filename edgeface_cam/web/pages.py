@@ -13,7 +13,9 @@ from starlette.templating import Jinja2Templates
 
 from .. import PROG, __version__
 from .api import person_json, require_person, state_of
-from .server import TEMPLATES
+from .library import sightings_view, unknowns_view
+from .state import TEMPLATES
+from .status import status_json
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(TEMPLATES))
@@ -72,8 +74,6 @@ def face_thumb(name: str, index: int, request: Request) -> Response:
 
 @router.get("/strangers")
 def strangers_page(request: Request, all: bool = False) -> HTMLResponse:
-    from .library import unknowns_view
-
     state = state_of(request)
     g = state.gallery()
     return page(request, "strangers", groups=unknowns_view(state, include_ignored=all),
@@ -84,8 +84,6 @@ def strangers_page(request: Request, all: bool = False) -> HTMLResponse:
 def history_page(request: Request, name: str | None = None, unknown: bool = False,
                  camera: str | None = None, day: str | None = None,
                  cursor: int | None = None) -> HTMLResponse:
-    from .library import sightings_view
-
     state = state_of(request)
     g = state.gallery()
     view = sightings_view(state, name=name or None, unknown=unknown, camera=camera or None,
@@ -100,8 +98,6 @@ def history_page(request: Request, name: str | None = None, unknown: bool = Fals
 
 @router.get("/status")
 def status_page(request: Request) -> HTMLResponse:
-    from .status import status_json
-
     return page(request, "status", s=status_json(state_of(request), with_doctor=True))
 
 

@@ -22,19 +22,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .. import PROG, __version__
-from ..app import App, UserError
+from ..app import UserError
 from ..config import Config, ConfigError
-from ..gallery import Gallery, GalleryError
-from .auth import AuthStore, RateLimit, Sessions
+from ..gallery import GalleryError
+from . import api, library, pages
 from .images import UploadError
 from .live import LiveHub
 from .security import BodyTooLarge, Gate
+from .state import STATIC, WebState
 
 log = logging.getLogger(__name__)
 
-HERE = Path(__file__).parent
-STATIC = HERE / "static"
-TEMPLATES = HERE / "templates"
 LOOPBACK = "127.0.0.1"
 
 
@@ -45,37 +43,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"web.listen: {text!r} must be HOST:PORT, e.g. 0.0.0.0:8080")
     return host, int(port)
-
-
-class WebState:
-    """What every route shares: settings, the auth file, sessions, the login limit, the live
-    hub (None without a camera), and the server's own ``App``."""
-
-    def __init__(self, cfg: Config, db: str | None = None, hub: LiveHub | None = None,
-                 tls: bool = False) -> None:
-        self.cfg = cfg
-        self.parts = App(cfg, db)
-        self.auth = AuthStore(self.parts.db_path.parent)
-        self.sessions = Sessions()
-        self.limiter = RateLimit()
-        self.hub = hub
-        self.tls = tls
-        self.started = time.monotonic()
-        self.recognize_lock = threading.Lock()  # one LiteRT interpreter: one caller at a time
-        self.doctor_cache: tuple[float, list[Any]] | None = None
-
-    def gallery(self, create: bool = False) -> Gallery | None:
-        try:
-            return self.parts.gallery(create=create)
-        except UserError as e:
-            raise GalleryError(str(e)) from None
-
-    def analyze(self, image: Any) -> list[Any]:
-        with self.recognize_lock:
-            return self.parts.recognizer.analyze(image, still=True)
-
-    def close(self) -> None:
-        self.parts.close()
 
 
 def _validation_detail(exc: RequestValidationError) -> tuple[int, str]:
@@ -119,8 +86,6 @@ def _install_errors(app: FastAPI) -> None:
 
 def create_app(state: WebState) -> Any:
     """The ASGI application: FastAPI's routes wrapped in the security gate."""
-    from . import api, library, pages  # the routes need WebState; imported here, not above
-
     app = FastAPI(title=PROG, version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.web = state

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import __version__, doctor
-from .server import WebState
+from .state import WebState
 
 DOCTOR_CACHE_S = 60.0
 _cpu_lock = threading.Lock()
