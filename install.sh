@@ -299,6 +299,16 @@ if ! err=$(cd / && "$VENV/bin/python" -c "import sys; from edgeface_cam import c
 fi
 mkdir -p "$DATA_DIR"
 chmod 0700 "$DATA_DIR"
+# The web UI's admin password: a random one on the first install, printed once at the end (until
+# one exists the web UI listens on 127.0.0.1 only). Kept on upgrade; `edgeface-cam passwd`
+# changes it. Stored as a scrypt hash in $DATA_DIR/web-auth.json (0600).
+WEB_PASSWORD=""
+if ! grep -qs '"password": "scrypt' "$DATA_DIR/web-auth.json"; then
+  WEB_PASSWORD=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(12))')
+  printf '%s\n' "$WEB_PASSWORD" | (cd / && "$VENV/bin/$NAME" passwd --password-stdin \
+    --config "$CONF" --db "$DATA_DIR/gallery.db" >/dev/null) ||
+    { warn "could not set the web password: set one with $NAME passwd"; WEB_PASSWORD=""; }
+fi
 if ((SYSTEM)); then
   chown root:"$USER_NAME" "$CONF" "$CONF_DIR/config.yaml.default"
   chmod 0640 "$CONF" "$CONF_DIR/config.yaml.default"
@@ -344,3 +354,7 @@ if ((SERVICE)); then
 fi
 
 say "done: $COMMAND (config $CONF, gallery $DATA_DIR). Check the board with: $COMMAND doctor"
+if [ -n "$WEB_PASSWORD" ]; then
+  say "web UI: http://$(hostname 2>/dev/null || echo localhost):8080  password: $WEB_PASSWORD"
+  say "(shown only this once; change it with: $COMMAND passwd)"
+fi

@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests use: a virtual display for the preview, an MQTT broker, systemd-analyze.
-APT_PKGS=(xvfb x11-apps imagemagick libgl1 libglib2.0-0 mosquitto systemd shellcheck)
+# System packages the tests use: a virtual display for the preview, an MQTT broker, systemd-analyze,
+# and Debian's chromium for the web UI's browser test (Playwright drives it; it downloads no
+# browser of its own).
+APT_PKGS=(xvfb x11-apps imagemagick libgl1 libglib2.0-0 mosquitto systemd shellcheck chromium)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
