@@ -19,7 +19,7 @@ import cv2
 from . import PROG, selftest
 from .config import CameraConfig, Config, ConfigError
 from .detect import Detector, make_detector
-from .embed import Embedder, file_sha256
+from .embed import Embedder, ModelCard, file_sha256
 from .events import EventSink, JsonLinesSink, SnapshotStore, make_sinks
 from .gallery import Gallery
 from .motion import MotionGate
@@ -29,6 +29,8 @@ from .recognize import Recognizer
 from .service import install_signal_handlers
 from .shotcut import ShotCutDetector
 from .sources import FrameSource, open_source
+from .threshold import Threshold
+from .threshold import from_settings as threshold_from_settings
 from .track import Tracker
 
 log = logging.getLogger(__name__)
@@ -99,9 +101,21 @@ class App:
         if self._gallery is None:
             if not create and not self.db_path.exists():
                 return None
-            self._gallery = Gallery(self.db_path, self.fingerprint,
-                                    threshold=self.cfg.recognizer.threshold)
+            self._gallery = Gallery(self.db_path, self.fingerprint, threshold=self.threshold)
         return self._gallery
+
+    @cached_property
+    def threshold(self) -> Threshold:
+        """``recognizer.threshold`` in force: a number, or auto from the model card's impostor
+        calibration (read from the card alone: the model is not loaded)."""
+        r = self.cfg.recognizer
+        path = self.model_file()
+        try:
+            card = ModelCard.for_model(path)
+            return threshold_from_settings(r.threshold, r.false_accept, card.calibration,
+                                           path.name)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"recognizer.model: {e}") from None
 
     def matching_gallery(self, create: bool = False) -> Gallery | None:
         """The gallery to match against, with one warning when it cannot name anyone: none

@@ -29,7 +29,7 @@ from .cliargs import (
     path_arg,
     positive_float,
     positive_int,
-    unit_float,
+    threshold_arg,
 )
 from .compat import quiet_opencv
 from .config import LOG_LEVELS, Config, ConfigError
@@ -133,6 +133,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     with App(cfg, args.db) as app:
         gallery = app.gallery(create=False)
         people = [] if gallery is None else gallery.people()
+        in_force = None if gallery is None else gallery.describe_threshold()
     if args.json:
         print_json([{"name": p.name, "embeddings": p.embeddings, "other_model": p.other_model,
                      "created_at": p.created_at, "notes": p.notes} for p in people])
@@ -146,7 +147,7 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
         stale = f"  ({p.other_model} from another model: run `{PROG} reembed`)" \
             if p.other_model else ""
         print(f"{p.name:<{width}}  {p.embeddings:>5}  {p.created_at}{stale}")
-    print(f"{len(people)} people in {app.db_path}")
+    print(f"{len(people)} people in {app.db_path}; {in_force}")
     return 0
 
 
@@ -196,7 +197,7 @@ def cmd_reembed(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _with_threshold(cfg: Config, threshold: float | None) -> Config:
+def _with_threshold(cfg: Config, threshold: float | str | None) -> Config:
     return cfg if threshold is None else configmod.replace(
         cfg, recognizer={"threshold": threshold})
 
@@ -249,8 +250,8 @@ def cmd_verify(args: argparse.Namespace, cfg: Config) -> int:
     with App(cfg, args.db) as app:
         faces = [pick_face(app.recognizer.analyze(img, still=True), path) for path, img in images]
         matches = _matches(app.matching_gallery() if app.db_path.exists() else None, faces)
+        threshold = app.threshold.one_to_one()  # auto: a stranger passes at false_accept
     similarity = float(faces[0].embedding @ faces[1].embedding)
-    threshold = cfg.recognizer.threshold
     same = similarity >= threshold
     if args.json:
         print_json({"similarity": round(similarity, 4), "threshold": threshold, "same": same,
@@ -380,16 +381,17 @@ def _add_tool_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
             "identify photo.jpg\nidentify *.jpg --json\nidentify group.jpg --threshold 0.45",
             json_flag=True)
     p.add_argument("images", nargs="+", type=path_arg, metavar="IMAGE")
-    p.add_argument("--threshold", type=unit_float, metavar="T",
-                   help="overrides recognizer.threshold (cosine, -1..1)")
+    p.add_argument("--threshold", type=threshold_arg, metavar="T",
+                   help="overrides recognizer.threshold (auto or a cosine -1..1)")
 
     p = add("verify", cmd_verify, "Are two photos the same person? Compares the main face of "
             "each; exit status 0 = same, 1 = different.",
             "verify a.jpg b.jpg\nverify a.jpg b.jpg --json --threshold 0.4", json_flag=True)
     p.add_argument("image_a", type=path_arg, metavar="IMAGE_A")
     p.add_argument("image_b", type=path_arg, metavar="IMAGE_B")
-    p.add_argument("--threshold", type=unit_float, metavar="T",
-                   help="overrides recognizer.threshold (cosine, -1..1)")
+    p.add_argument("--threshold", type=threshold_arg, metavar="T",
+                   help="overrides recognizer.threshold (auto: one comparison at "
+                        "recognizer.false_accept; or a cosine -1..1)")
 
     p = add("demo", cmd_demo, f"Enrol the bundled {DEMO_PERSON} photo into a temporary gallery, "
             "run on the bundled clip, print the events and who was recognised.",

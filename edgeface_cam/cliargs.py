@@ -62,6 +62,11 @@ def unit_float(text: str) -> float:
     return _number(text, -1.0, 1.0)
 
 
+def threshold_arg(text: str) -> float | str:
+    """``auto`` (from the model card's calibration, for the gallery held) or a cosine -1..1."""
+    return "auto" if text.strip().lower() == "auto" else _number(text, -1.0, 1.0)
+
+
 class Commands:
     """Adds subcommands, each with the common options, a summary and examples."""
 

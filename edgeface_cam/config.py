@@ -198,9 +198,14 @@ class MotionConfig:
 class RecognizerConfig:
     model: str = key("edgeface_xs.tflite", "EdgeFace LiteRT model (its .json card beside it)")
     threads: int = key(2, "CPU threads for the embedding model", lo=1, hi=64)
-    # FAR 1e-4 for edgeface_xs.tflite on benchmarks/pairs_celeba.tsv (see config.yaml).
-    threshold: float = key(0.35, "cosine similarity at or above which a face is the best match",
-                           lo=-1, hi=1)
+    # auto: from the model card's impostor calibration for the gallery held now, so that a
+    # stranger is named with probability false_accept (edgeface_cam.threshold).
+    threshold: float | str = key("auto", "cosine similarity at or above which a face is the "
+                                         "best match: auto (follows the gallery) or -1..1",
+                                 lo=-1, hi=1, choices=("auto",), any_case=True)
+    false_accept: float = key(0.01, "with threshold auto: the chance that a stranger is taken "
+                                    "for somebody, per appearance", lo=0, hi=1, lo_open=True,
+                              hi_open=True)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ API (what the CLI uses):
   ``exit_status(checks) -> int`` (1 if any check failed, else 0).
 - The single checks take plain arguments (paths, a source spec), so other tools can call them:
   ``check_runtime``, ``check_model``, ``check_self_test``, ``check_detector``, ``check_source``,
-  ``check_gallery``, ``check_sinks``, ``check_snapshots``, ``check_display``, ``check_config``,
-  ``check_whole_path``.
+  ``check_gallery``, ``check_threshold`` (the threshold in force for the gallery held and
+  the expected share of strangers named), ``check_sinks``, ``check_snapshots``,
+  ``check_display``, ``check_config``, ``check_whole_path``.
 
 Doctor checks what ``run`` checks when it starts (the model and its card, the detector, the
 whole-path self-test, the camera, the gallery, the event sinks, the snapshots folder), each the
@@ -325,6 +326,36 @@ def _gallery_contents(path: Path, fingerprint: str | None) -> Check:
     return Check("gallery", OK, f"{path}: {report.people} people, integrity ok, WAL")
 
 
+def gallery_counts(path: str | Path, fingerprint: str | None) -> tuple[int, int]:
+    """(people, embeddings) of this model in the gallery file; (0, 0) when there is none or
+    it cannot be read (the gallery check says why)."""
+    from .gallery import GalleryError, inspect
+
+    if fingerprint is None or not Path(path).is_file():
+        return 0, 0
+    try:
+        report = inspect(path, fingerprint)
+    except GalleryError:
+        return 0, 0
+    return min(report.people, report.embeddings), report.embeddings
+
+
+def check_threshold(model: str | Path, setting: float | str, false_accept: float,
+                    people: int = 0, embeddings: int = 0) -> Check:
+    """The threshold in force for the gallery held, and the share of strangers it is expected
+    to name (from the model card's impostor calibration)."""
+    from .embed import ModelCard
+    from .threshold import AUTO, FALLBACK_THRESHOLD, from_settings
+
+    card = ModelCard.for_model(model)
+    if setting == AUTO and card.calibration is None:
+        return Check("threshold", WARN, f"auto, but {card.path.name} has no impostor "
+                     f"calibration: the fixed fallback {FALLBACK_THRESHOLD:.2f} is used",
+                     f"python -m training.calibrate {model} (or set recognizer.threshold)")
+    th = from_settings(setting, false_accept, card.calibration, Path(model).name)
+    return Check("threshold", OK, th.describe(people, embeddings).removeprefix("threshold "))
+
+
 def check_sinks(specs: list[dict[str, Any]]) -> Check:
     """The configured event sinks, checked as ``run`` checks them when it builds them
     (``events.check_sinks``: types, settings, paho-mqtt, TLS files), connecting to nothing."""
@@ -415,6 +446,10 @@ def main_checks(settings: Config | None, *, config_error: str | None = None,
     db = Path(gallery).expanduser() if gallery else cfg.gallery_path()
     checks.append(_guard("gallery", "check gallery.path",
                          lambda: check_gallery(db, fingerprint)))
+    if model_check.status == OK:
+        r = cfg.recognizer
+        checks.append(_guard("threshold", "check recognizer.threshold", lambda: check_threshold(
+            model, r.threshold, r.false_accept, *gallery_counts(db, fingerprint))))
     if cfg.events:  # none configured: JSON lines on stdout, nothing to check
         from .app import sink_specs
 

@@ -102,6 +102,13 @@ class ModelCard:
     def embedding_size(self) -> int:
         return int(self.raw["embedding_size"])
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The impostor-score calibration (``training.calibrate``) the auto threshold is
+        derived from (``edgeface_cam.threshold``), or None for a card without one."""
+        cal = self.raw.get("calibration")
+        return cal if isinstance(cal, dict) else None
+
     def self_test(self) -> tuple[np.ndarray, np.ndarray, float] | None:
         """(aligned BGR crop, expected embedding, minimum cosine) or None if the card has none."""
         st = self.raw.get("self_test")

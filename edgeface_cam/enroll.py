@@ -191,7 +191,7 @@ def samples_from_source(app: App, spec: str, count: int, min_quality: float, tim
                                         else f"quality {face.quality:.2f} < {min_quality}")
                     continue
                 face.embedding = app.embedder.embed([face.crop])[0]
-                if samples and not same_person(samples, face, app.cfg.recognizer.threshold):
+                if samples and not same_person(samples, face, app.threshold.one_to_one()):
                     bar.set_postfix_str("a different face: skipped")
                     continue
                 samples.append(Sample(face, f"{source.name}#{frame.index}"))
@@ -208,7 +208,8 @@ def samples_from_source(app: App, spec: str, count: int, min_quality: float, tim
 
 
 def same_person(samples: list[Sample], face: FaceResult, threshold: float) -> bool:
-    """The face matches the mean of the samples so far at the recognition threshold."""
+    """The face matches the mean of the samples so far at the recognition threshold for one
+    comparison (``Threshold.one_to_one``: with auto, a stranger passes at false_accept)."""
     mean = np.mean([s.result.embedding for s in samples], axis=0)
     return float(face.embedding @ mean) / max(float(np.linalg.norm(mean)), 1e-12) >= threshold
 

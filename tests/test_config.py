@@ -245,7 +245,7 @@ def test_set_flags_override_keys_with_yaml_values():
     ("recogniser.threshold=0.4", "did you mean 'recognizer'"),
     ("recognizer.threshold", "expected SECTION.KEY=VALUE"),
     ("threshold=0.4", "expected SECTION.KEY=VALUE"),
-    ("recognizer.threshold=high", "must be a number"),
+    ("recognizer.threshold=high", "is not one of auto"),  # a number -1..1 or auto
     ("tracking.cut_threshold=2", "out of range"),
     ("events.type=mqtt", "use --events"),
 ])

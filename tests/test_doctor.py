@@ -92,7 +92,7 @@ def test_all_checks_pass_on_the_real_assets_and_clip(tmp_path):
     checks = doctor.main_checks(cfg)
     got = by_name(checks)
     assert list(got) == ["config", "runtime", "model", "self-test", "detector", "full path",
-                         "camera", "gallery", "display"]
+                         "camera", "gallery", "threshold", "display"]
     assert all(c.status == OK for c in checks), doctor.report(checks)
     assert "640x360" in got["camera"].detail  # the clip's real frame size
     assert "finds the face" in got["detector"].detail  # the bundled demo photo

@@ -18,13 +18,16 @@ import numpy as np
 import pytest
 
 from edgeface_cam.config import RecognizerConfig
-from edgeface_cam.gallery import Gallery, GalleryError
+from edgeface_cam.gallery import Gallery, GalleryError, default_threshold
 from edgeface_cam.gallery import store as gallery_mod
+from edgeface_cam.threshold import FALLBACK_THRESHOLD
 from tests.conftest import ASSETS, PEOPLE, ROOT
 
 pytestmark = pytest.mark.device
 
-DEFAULT_THRESHOLD = RecognizerConfig().threshold  # recognizer.threshold's one definition
+# A Gallery given no threshold: recognizer.threshold's one definition (auto, which needs a
+# model card's calibration, so the documented fixed fallback; see edgeface_cam.threshold).
+DEFAULT_THRESHOLD = default_threshold()
 D = 512
 FP = "a" * 64  # a model fingerprint (sha256 hex)
 OTHER_FP = "b" * 64
@@ -507,7 +510,8 @@ def test_match_10k_groups_people_inserted_in_random_order(gpath: Path, rng):
 
 def test_threshold_defaults_to_the_config_definition(gpath: Path):
     with Gallery(gpath, FP) as g:
-        assert g.threshold == RecognizerConfig().threshold
+        assert RecognizerConfig().threshold == "auto"
+        assert g.threshold == default_threshold() == FALLBACK_THRESHOLD
 
 
 # ---- one name rule (issue 12 #3) -------------------------------------------------------------

@@ -32,6 +32,8 @@ from .common import PICKS, open_detector
 from .evaluation import EvalError
 from .evaluation.backends import Backend, LiteRTBackend, TorchBackend, combine
 from .evaluation.embedding import Embedded, EmbeddingCache, FaceFinder, embed_set
+from .evaluation.identities import merge, read_identity_set
+from .evaluation.openset import OpenSetOptions, openset_dict, print_openset, run_openset
 from .evaluation.pairsets import (
     PairSet,
     imread,
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--bin", help="insightface verification .bin (aligned 112x112 pairs)")
     src.add_argument("--lfw", help="LFW-layout folder with pairs.txt and Name/Name_0001.jpg")
     src.add_argument("--pairs", help="TSV: image_a image_b same [fold id_a id_b]")
+    src.add_argument("--identities", action="append",
+                     help="for --openset: an image folder per identity, or an 'image<TAB>"
+                          "identity' list (repeatable: merged)")
     ap.add_argument("--lfw-pairs", help="pairs file for --lfw (default DIR/pairs.txt)")
     ap.add_argument("--root", help="folder the TSV's image paths are relative to")
     ap.add_argument("--landmarks", help="file of 'path x1 y1 .. x5 y5' lines instead of detecting")
@@ -94,7 +99,50 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--roc", help="write the ROC curve to this PNG")
     ap.add_argument("--json", help="write all figures to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_openset_arguments(ap)
     return ap
+
+
+def add_openset_arguments(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("open set (1:N), with --identities")
+    g.add_argument("--openset", metavar="SIZES", type=_int_list,
+                   help="gallery sizes, e.g. 10,100,1000: DIR and FPIR at the auto threshold "
+                        "and at fixed FPIRs, on the held-out part of the identities")
+    g.add_argument("--photos", type=_int_list, default=[1, 5],
+                   help="enrolment photos a person, at most (default 1,5)")
+    g.add_argument("--trials", type=int, default=10, help="random galleries per size")
+    g.add_argument("--false-accept", type=float, default=0.01,
+                   help="recognizer.false_accept for the auto threshold (default 0.01)")
+    g.add_argument("--calibration", choices=("split", "card"), default="split",
+                   help="calibrate on this set's calibration part (default), or take the "
+                        "model card's calibration (CelebA's, for a held-out CelebA check)")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want integers like 10,100,1000") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want positive integers like 10,100,1000")
+    return values
+
+
+def main_openset(args: argparse.Namespace) -> int:
+    """``--identities ... --openset SIZES``."""
+    if not args.openset:
+        raise EvalError("--identities is for --openset SIZES (open-set DIR and FPIR)")
+    data = merge([read_identity_set(d, args.root) for d in args.identities])
+    finder = make_finder(args)
+    opts = OpenSetOptions(photos=args.photos, trials=args.trials, false_accept=args.false_accept,
+                          calibration=args.calibration, cache_dir=args.cache,
+                          progress=not args.quiet)
+    r = run_openset(data, make_backend(args), finder, args.openset, opts)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(openset_dict(r, vars(args)), indent=1))
+    print_openset(r)
+    return 0
 
 
 def load_pair_set(args: argparse.Namespace) -> PairSet:
@@ -130,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cv2.setNumThreads(max(1, args.threads))
+        if args.identities or args.openset:
+            if not args.identities:
+                raise EvalError("--openset needs --identities (an identity-labelled set)")
+            return main_openset(args)
         ps = load_pair_set(args)
         if args.limit:
             ps = ps.subset(args.limit)

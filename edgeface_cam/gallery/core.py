@@ -23,6 +23,7 @@ import numpy as np
 import sqlite_utils
 
 from ..config import RecognizerConfig
+from ..threshold import AUTO, FALLBACK_THRESHOLD, Threshold
 from .base import GalleryError, Match, Person, closest_name, unit_rows, validate_name
 from .index import Index
 from .store import Store, decode_crop
@@ -31,8 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def default_threshold() -> float:
-    """``recognizer.threshold``'s default, from its one definition in the config."""
-    return float(RecognizerConfig().threshold)
+    """The threshold of a Gallery given none: ``recognizer.threshold``'s default from its one
+    definition in the config when that is a number; for ``auto`` (which needs the model
+    card's calibration, see ``edgeface_cam.threshold``) the documented fixed fallback."""
+    value = RecognizerConfig().threshold
+    return FALLBACK_THRESHOLD if value == AUTO else float(value)
 
 
 def _now() -> str:
@@ -68,17 +72,21 @@ def _check_extras(n: int, crops: Sequence[np.ndarray] | None, sources: Sequence[
 class Gallery:
     """Enrolled people in a SQLite file; ``match`` compares against this model's embeddings only.
 
-    ``fingerprint`` identifies the embedding model (``Embedder.fingerprint``); ``threshold``
-    defaults to the config's ``recognizer.threshold`` default. Thread-safe: writes are
-    serialised by the store's lock; ``match``/``match_many`` read an immutable snapshot.
+    ``fingerprint`` identifies the embedding model (``Embedder.fingerprint``); ``threshold`` is
+    a number or an ``edgeface_cam.threshold.Threshold`` (``auto``: recomputed for the people and
+    embeddings held whenever the gallery reloads); default ``default_threshold()``.
+    Thread-safe: writes are serialised by the store's lock; ``match``/``match_many`` read an
+    immutable snapshot.
     """
 
-    def __init__(self, path: str | Path, fingerprint: str, threshold: float | None = None,
+    def __init__(self, path: str | Path, fingerprint: str,
+                 threshold: float | Threshold | None = None,
                  busy_timeout_ms: int = 5000) -> None:
         if not fingerprint or not isinstance(fingerprint, str):
             raise GalleryError("a gallery needs the model fingerprint (Embedder.fingerprint)")
-        self.threshold = _check_threshold(default_threshold() if threshold is None
-                                          else threshold)
+        self._policy = (threshold if isinstance(threshold, Threshold) else Threshold(
+            fixed=_check_threshold(default_threshold() if threshold is None else threshold)))
+        self._in_force: tuple[Index, float] | None = None  # (index, its threshold)
         self.path = Path(path)
         self.fingerprint = fingerprint
         self._index = Index.empty()
@@ -302,12 +310,49 @@ class Gallery:
         index = self._current()
         return index.vectors_of(person.id) if person is not None else index.matrix[:0]
 
+    # ---- the threshold in force ---------------------------------------------------------------
+    def _threshold_for(self, index: Index) -> float:
+        """The threshold for this snapshot: fixed, or auto for its people and embeddings
+        (computed once per reload and logged when it moves)."""
+        cached = self._in_force
+        if cached is not None and cached[0] is index:
+            return cached[1]
+        value = self._policy.at(len(index.names), len(index))
+        if self._policy.auto and (cached is None or cached[1] != value):
+            log.info("gallery %s: %s", self.path.name,
+                     self._policy.describe(len(index.names), len(index)))
+        self._in_force = (index, value)
+        return value
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in force now (auto follows enrolments)."""
+        return self._threshold_for(self._current())
+
+    @property
+    def threshold_policy(self) -> Threshold:
+        return self._policy
+
+    def describe_threshold(self) -> str:
+        """One line: the threshold in force and why, with the expected share of strangers
+        named (from the model card's calibration, where there is one)."""
+        index = self._current()
+        return self._policy.describe(len(index.names), len(index))
+
+    def expected_fpir(self) -> float | None:
+        """The expected share of strangers named at the threshold in force (None without a
+        calibration)."""
+        index = self._current()
+        return self._policy.expected_fpir(len(index.names), len(index))
+
     def match(self, embedding: np.ndarray) -> Match:
         """The best person by maximum cosine over their embeddings; name None below threshold."""
-        return self._current().match(embedding, self.threshold)
+        index = self._current()
+        return index.match(embedding, self._threshold_for(index))
 
     def match_many(self, embeddings: np.ndarray) -> list[Match]:
-        return self._current().match_many(embeddings, self.threshold)  # one snapshot
+        index = self._current()  # one snapshot
+        return index.match_many(embeddings, self._threshold_for(index))
 
     # ---- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:

@@ -395,6 +395,7 @@ class GalleryReport:
     people: int
     stale: int  # embeddings of another model than the fingerprint given (0 without one)
     wal: bool  # in WAL mode (the CLI can write while the service reads)
+    embeddings: int = 0  # of the fingerprint given (what the threshold in force depends on)
 
     @property
     def current(self) -> bool:
@@ -425,8 +426,12 @@ def inspect(path: str | Path, fingerprint: str | None = None) -> GalleryReport:
             stale = 0 if fingerprint is None or not ours else conn.execute(
                 "SELECT COUNT(*) FROM embeddings WHERE model_fingerprint != ?",
                 [fingerprint]).fetchone()[0]
+            mine_rows = 0 if fingerprint is None or not ours else conn.execute(
+                "SELECT COUNT(*) FROM embeddings WHERE model_fingerprint = ?",
+                [fingerprint]).fetchone()[0]
         finally:
             conn.close()
     except sqlite3.Error as e:
         raise GalleryError(f"{path}: {' '.join(str(e).split())}") from None
-    return GalleryReport(path, str(integrity), version, int(people), int(stale), _is_wal(path))
+    return GalleryReport(path, str(integrity), version, int(people), int(stale), _is_wal(path),
+                         int(mine_rows))

@@ -5,18 +5,23 @@ threshold the device would use (``edgeface_cam.threshold``) and at fixed FPIRs.
 
 from __future__ import annotations
 
+import platform
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgeface_cam.threshold import Threshold
+from edgeface_cam.threshold import Calibration, Threshold
 
 from .. import verification as V
+from . import EvalError
 from .backends import Backend
 from .embedding import EmbeddingCache, FaceFinder, embed_set
-from .identities import IdentitySet
+from .identities import IdentitySet, split
 
 FIXED_FPIRS = (0.001, 0.01, 0.1)
 
@@ -158,3 +163,80 @@ def openset_row(e: EmbeddedSet, size: int, photos: int, threshold: Threshold, tr
     return OpenSetRow(size, photos, trials, float(np.mean(n_emb)), float(np.mean(thr)),
                       int(tally[0]), int(tally[1]), int(tally[2]), int(tally[3]),
                       float(np.mean(expected)), at)
+
+
+@dataclass
+class OpenSetReport:
+    rows: list[OpenSetRow]
+    set_name: str
+    held_out: str  # what was evaluated, in words
+    calibration: dict[str, Any]  # the calibration the auto threshold came from
+    calibration_source: str
+    false_accept: float
+
+
+def run_openset(s: IdentitySet, backend: Backend, finder: FaceFinder | None,
+                sizes: Sequence[int], options: OpenSetOptions) -> OpenSetReport:
+    """Calibrate on one part of the identities (or take the model card's calibration), then
+    measure DIR and FPIR on the other, held-out part (``identities.split``)."""
+    from ..calibrate import calibration_of
+
+    part, held = split(s)
+    e = embed_identities(held, backend, finder, options.cache_dir, options.progress)
+    if options.calibration == "card":
+        cal = getattr(backend, "embedder", None)
+        cal = None if cal is None else cal.card.calibration
+        if cal is None:
+            raise EvalError("--calibration card needs --model with a calibrated card "
+                            "(python -m training.calibrate MODEL)")
+        source = f"the model card ({cal.get('data', '?')})"
+    else:
+        ec = embed_identities(part, backend, finder, options.cache_dir, options.progress)
+        cal = calibration_of(ec, f"{part.name}: {len(ec.emb)} images")
+        source = (f"the calibration part of this set ({len(set(ec.identities))} identities, "
+                  f"{len(ec.emb)} images, {cal['pairs']} impostor pairs)")
+    th = Threshold(calibration=Calibration.from_dict(cal), false_accept=options.false_accept)
+    rows = [r for size in sizes for p in options.photos
+            if (r := openset_row(e, size, p, th, options.trials, options.fpirs)) is not None]
+    if not rows:
+        raise EvalError(f"{held.name}: too few identities for gallery sizes {list(sizes)}")
+    held_out = (f"{held.name}: {e.images} images of {len(set(held.identities))} identities "
+                f"(no face in {e.without_face})")
+    return OpenSetReport(rows, s.name, held_out, cal, source, options.false_accept)
+
+
+@dataclass
+class OpenSetOptions:
+    photos: Sequence[int] = (1, 5)  # at most this many enrolment photos a person
+    trials: int = 10
+    false_accept: float = 0.01
+    fpirs: Sequence[float] = FIXED_FPIRS
+    calibration: str = "split"  # or "card"
+    cache_dir: str | Path | None = None
+    progress: bool = True
+
+
+def print_openset(r: OpenSetReport, out: Any = None) -> None:
+    out = out or sys.stdout
+    p = lambda s: print(s, file=out)  # noqa: E731
+    p(f"open set: held out {r.held_out}")
+    p(f"auto threshold: recognizer.false_accept {r.false_accept:g}, calibrated on "
+      f"{r.calibration_source}; photos_exponent {r.calibration.get('photos_exponent')}")
+    fixed = " | ".join(f"FPIR {float(q):.1%}: thr / DIR" for q in r.rows[0].at_fpir)
+    p(f"size  photos  emb/person  threshold  FPIR (named/strangers)  expected  DIR      | {fixed}")
+    for row in r.rows:
+        at = " | ".join(f"{v['threshold']:.4f} / {v['dir']:.4f}" for v in row.at_fpir.values())
+        p(f"{row.size:>4}  {row.photos:>6}  {row.embeddings / row.size:>10.2f}  "
+          f"{row.threshold:>9.4f}  {row.fpir:>6.2%} ({row.named}/{row.strangers})"
+          f"{'':>4}{row.expected_fpir:>7.2%}  {row.dir:.4f} | {at}")
+    lo, hi = min(x.fpir for x in r.rows), max(x.fpir for x in r.rows)
+    p(f"fpir_min={lo:.4f} fpir_max={hi:.4f} target={r.false_accept:g}")
+
+
+def openset_dict(r: OpenSetReport, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"set": r.set_name, "held_out": r.held_out, "calibration": r.calibration_source,
+            "false_accept": r.false_accept,
+            "rows": [{**vars(x), "fpir": round(x.fpir, 5),
+                      "dir": round(x.dir, 5)} for x in r.rows],
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "date": time.strftime("%Y-%m-%d"), "args": args or {}}
