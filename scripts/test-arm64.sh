@@ -114,14 +114,41 @@ x86_twin() {  # x86_twin NAME "numpy==A opencv-python==B ai-edge-litert==C" -> v
   echo "$dir"
 }
 
+# --- the board's CPU as programs see it --------------------------------------------------------
+# qemu-user shows the host's /proc/cpuinfo, and the root has no /sys: XNNPACK's cpuinfo then gives
+# up ("Error in cpuinfo: failed to parse ...") and LiteRT runs its reference kernels instead of
+# the XNNPACK ones a board runs. Binding the host's /sys is worse: XNNPACK sees x86 CPUs and the
+# emulated process segfaults. So the root gets what the board's kernel would show: a
+# /proc/cpuinfo naming the emulated core (its MIDR part number) and /sys/devices/system/cpu.
+FAKE=$CACHE/cpu-$QEMU_CPU
+rm -rf "$FAKE"
+case "$QEMU_CPU" in  # part number; Features as qemu's model of the core (cpuinfo reads HWCAP)
+  cortex-a53) PART=0xd03 FEAT="fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid" ;;
+  cortex-a72) PART=0xd08 FEAT="fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid" ;;
+  cortex-a76) PART=0xd0b FEAT="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp" ;;
+  neoverse-n1) PART=0xd0c FEAT="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp" ;;
+  *) PART= ;;
+esac
+if [ -n "$PART" ]; then
+  ncpu=$(nproc)
+  mkdir -p "$FAKE/sys/devices/system/cpu"
+  for f in possible present online; do echo "0-$((ncpu - 1))" > "$FAKE/sys/devices/system/cpu/$f"; done
+  for ((i = 0; i < ncpu; i++)); do
+    mkdir -p "$FAKE/sys/devices/system/cpu/cpu$i"
+    printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: %s\nCPU revision\t: 3\n\n' \
+      "$i" "$FEAT" "$PART" >> "$FAKE/cpuinfo"
+  done
+else
+  echo "test-arm64: warning: no CPU identity for QEMU_CPU=$QEMU_CPU: XNNPACK stays off in the root" >&2
+fi
+
 # --- run: a private mount namespace, so nothing stays mounted when this script stops --------
-# No /sys: XNNPACK's cpuinfo would read the host's CPU list there and the emulated process
-# segfaults; without it XNNPACK falls back safely. /dev is a small tmpfs of its own.
+# /dev is a small tmpfs of its own; shared/ read-only.
 say "QEMU_CPU=$QEMU_CPU; running the checks in the root (emulated: minutes)"
 rc=0
 # shellcheck disable=SC2016  # expanded by the inner shell
 unshare --mount --propagation private bash -euo pipefail -c '
-  R=$1 SHARED=$2
+  R=$1 SHARED=$2 FAKE=$4
   mount -t proc proc "$R/proc"
   mount -t tmpfs -o mode=0755,size=64m dev "$R/dev"
   for n in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
@@ -132,11 +159,15 @@ unshare --mount --propagation private bash -euo pipefail -c '
   ln -s /proc/self/fd "$R/dev/fd"
   mount --bind "$SHARED" "$R/work/shared" && mount -o remount,bind,ro "$R/work/shared"
   mount -t tmpfs -o mode=1777 tmp "$R/tmp"
+  if [ -s "$FAKE/cpuinfo" ]; then
+    mount --bind "$FAKE/cpuinfo" "$R/proc/cpuinfo"
+    mount -t tmpfs -o mode=0755 sys "$R/sys" && cp -r "$FAKE/sys/devices" "$R/sys/"
+  fi
   exec chroot "$R" /usr/bin/env -i QEMU_CPU="$QEMU_CPU" HOME=/root LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt ${PIP_INDEX_URL:+PIP_INDEX_URL="$PIP_INDEX_URL"} \
     bash /work/main/scripts/arm64-inside.sh /work/out "$3"
-' _ "$ROOT" "$(cd "$SHARED" && pwd)" "${EDGEFACE_ARM64_TESTS:-}" || rc=$?
+' _ "$ROOT" "$(cd "$SHARED" && pwd)" "${EDGEFACE_ARM64_TESTS:-}" "$FAKE" || rc=$?
 
 # --- compare each arm64 venv's results with its x86 twin's ------------------------------------
 OUT=$ROOT/work/out
