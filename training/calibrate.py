@@ -38,6 +38,7 @@ from edgeface_cam.embed import ModelCard
 
 from .evaluation import EvalError
 from .evaluation.backends import LiteRTBackend
+from .evaluation.embedding import FaceFinder
 from .evaluation.identities import IdentitySet, merge, read_identity_set, split
 from .evaluation.openset import EmbeddedSet, embed_identities
 
@@ -161,14 +162,14 @@ def write_calibration(card_path: str | Path, calibration: dict) -> None:
     path.write_text(json.dumps(card, indent=1) + "\n")
 
 
-def calibrate(model: str | Path, data: IdentitySet, finder: object,
+def calibrate(model: str | Path, data: IdentitySet, finder: FaceFinder,
               cache_dir: str | Path | None = None, progress: bool = True,
               command: str = "") -> dict:
     """Embed ``data``'s calibration part with ``model`` (the device's way) and return the
     card's ``calibration`` object."""
     part, held = split(data)
     backend = LiteRTBackend(model, 1)
-    e = embed_identities(part, backend, finder, cache_dir, progress)  # type: ignore[arg-type]
+    e = embed_identities(part, backend, finder, cache_dir, progress)
     where = os.path.relpath(data.origin, ROOT)
     what = (f"{data.name} ({where}): the calibration part of the identities "
             f"(crc32 of the identity label even; {len(set(part.identities))} identities, "
@@ -176,6 +177,15 @@ def calibrate(model: str | Path, data: IdentitySet, finder: object,
             f"({len(held.keys)} images) are held out for training.evaluate --openset. "
             "Every pair of images of different identities")
     return calibration_of(e, what, command)
+
+
+def device_finder(detector: str = "yunet", score: float = 0.8, pad: float = 0.0) -> FaceFinder:
+    """The device's way of finding the face of a photo: its detector at its score, no size
+    filter (min face is a device policy, not the recogniser's accuracy), the largest face."""
+    from .evaluate import make_finder
+
+    return make_finder(argparse.Namespace(landmarks=None, lfw=None, pick="largest",
+                                          min_face=0.0, detector=detector, score=score, pad=pad))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,17 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .evaluate import make_finder
-
     args = build_parser().parse_args(argv)
     try:
         cv2.setNumThreads(1)
         ModelCard.for_model(args.model)  # a missing or broken card: say so before embedding
         data = (merge([read_identity_set(d, args.root) for d in args.data]) if args.data
                 else celeba())
-        finder = make_finder(argparse.Namespace(landmarks=None, lfw=None, pick="largest",
-                                                min_face=0.0, detector=args.detector,
-                                                score=args.score, pad=args.pad))
+        finder = device_finder(args.detector, args.score, args.pad)
         command = "python -m training.calibrate " + " ".join(argv if argv is not None
                                                                else sys.argv[1:])
         cal = calibrate(args.model, data, finder, args.cache, not args.quiet, command)

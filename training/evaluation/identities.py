@@ -139,7 +139,13 @@ def in_calibration_part(identity: str) -> bool:
     return zlib.crc32(identity.encode()) % 2 == 0
 
 
+def part(s: IdentitySet, calibration: bool) -> IdentitySet:
+    """The calibration part of the identities, or the held-out part (``in_calibration_part``);
+    EvalError when it holds no image."""
+    mask = np.array([in_calibration_part(i) == calibration for i in s.identities])
+    return s.subset(mask, f"{s.name} ({'calibration part' if calibration else 'held out'})")
+
+
 def split(s: IdentitySet) -> tuple[IdentitySet, IdentitySet]:
-    """(calibration part, held-out part): disjoint in identities (``in_calibration_part``)."""
-    cal = np.array([in_calibration_part(i) for i in s.identities])
-    return s.subset(cal, f"{s.name} (calibration part)"), s.subset(~cal, f"{s.name} (held out)")
+    """(calibration part, held-out part): disjoint in identities."""
+    return part(s, True), part(s, False)

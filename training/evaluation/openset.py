@@ -21,7 +21,7 @@ from .. import verification as V
 from . import EvalError
 from .backends import Backend
 from .embedding import EmbeddingCache, FaceFinder, embed_set
-from .identities import IdentitySet, split
+from .identities import IdentitySet, part
 
 FIXED_FPIRS = (0.001, 0.01, 0.1)
 
@@ -181,7 +181,7 @@ def run_openset(s: IdentitySet, backend: Backend, finder: FaceFinder | None,
     measure DIR and FPIR on the other, held-out part (``identities.split``)."""
     from ..calibrate import calibration_of
 
-    part, held = split(s)
+    held = part(s, calibration=False)
     e = embed_identities(held, backend, finder, options.cache_dir, options.progress)
     if options.calibration == "card":
         cal = getattr(backend, "embedder", None)
@@ -191,8 +191,9 @@ def run_openset(s: IdentitySet, backend: Backend, finder: FaceFinder | None,
                             "(python -m training.calibrate MODEL)")
         source = f"the model card ({cal.get('data', '?')})"
     else:
-        ec = embed_identities(part, backend, finder, options.cache_dir, options.progress)
-        cal = calibration_of(ec, f"{part.name}: {len(ec.emb)} images")
+        cal_part = part(s, calibration=True)
+        ec = embed_identities(cal_part, backend, finder, options.cache_dir, options.progress)
+        cal = calibration_of(ec, f"{cal_part.name}: {len(ec.emb)} images")
         source = (f"the calibration part of this set ({len(set(ec.identities))} identities, "
                   f"{len(ec.emb)} images, {cal['pairs']} impostor pairs)")
     th = Threshold(calibration=Calibration.from_dict(cal), false_accept=options.false_accept)
