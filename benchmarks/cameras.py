@@ -16,6 +16,9 @@ cameras in one process against one, and whether embedding faces in batches pays.
   the frame of each person's first recognition, frames skipped.
 - cameras: `edgeface-cam bench --cameras N` for N = 1 and 3 on the demo clip: peak RSS (the
   kernel's ru_maxrss of that process) and per-camera FPS.
+- motion: the running-average difference (``motion.MotionGate``) against OpenCV's MOG2
+  background subtractor on the same thumbnails: frames flagged as motion on the made scenes
+  and milliseconds a frame.
 - batch: LiteRT invoke time per face with a batch of 1, 2, 3 and 4 crops (the interpreter's
   input resized) against one invoke per crop.
 """
@@ -230,6 +233,60 @@ def batch(repeats: int = 200) -> list[dict]:
     return rows
 
 
+class Mog2Gate:
+    """The alternative measured against ``MotionGate.moving``: OpenCV's MOG2 background
+    subtractor on the same thumbnail, with the same opening and share/area test."""
+
+    def __init__(self, gate_cls: type, learning_rate: float = -1.0) -> None:
+        self.gate = gate_cls()
+        self.mog = cv2.createBackgroundSubtractorMOG2(history=500, varThreshold=16,
+                                                      detectShadows=False)
+        self.rate = learning_rate
+
+    def moving(self, image: np.ndarray) -> bool:
+        from edgeface_cam.motion import _KERNEL, thumbnail
+
+        small = thumbnail(image).astype(np.uint8)
+        mask = (self.mog.apply(small, learningRate=self.rate) > 0).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _KERNEL)
+        share = np.count_nonzero(mask) / mask.size
+        if share < self.gate.threshold:
+            return False
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        h, w = image.shape[:2]
+        return int(stats[1:, cv2.CC_STAT_AREA].max()) * h * w / mask.size >= self.gate.min_area
+
+
+def motion_methods() -> list[dict]:
+    """Frames flagged as motion (after the first 30, which train MOG2) and ms a frame."""
+    from edgeface_cam.motion import MotionGate
+
+    person = ROOT.parent / "shared" / "fixtures" / "people" / "obama" / "obama_1.jpg"
+    jump = [np.clip(f.astype(int) + (40 if i >= 150 else 0), 0, 255).astype(np.uint8)
+            for i, f in enumerate(scenes.still(300))]
+    made = {"still (noise 4, JPEG 75)": list(scenes.still(300)),
+            "still (noise 8, JPEG 40)": list(scenes.still(300, sigma=8.0, jpeg=40)),
+            "ramp +60 levels / 10 s": list(scenes.ramp(300)),
+            "lights +40 levels at once": jump,
+            "walk-in at frame 240 (of 300)": list(scenes.walk_in(person, idle=240, stay=40))}
+    rows = []
+    for scene, frames in made.items():
+        for method, gate in (("running average", MotionGate()),
+                             ("MOG2", Mog2Gate(MotionGate))):
+            flagged, times = [], []
+            for i, f in enumerate(frames):
+                t = time.perf_counter()
+                m = gate.moving(f)
+                times.append(time.perf_counter() - t)
+                if i >= 30 and m:
+                    flagged.append(i)
+            rows.append({"scene": scene, "method": method, "moving_frames": len(flagged),
+                         "first": flagged[0] if flagged else None,
+                         "ms": round(float(np.median(times)) * 1e3, 3)})
+            print(f"  motion {scene}, {method}: {rows[-1]}", file=sys.stderr)
+    return rows
+
+
 def report(meta: dict, res: dict) -> str:
     out = [f"`{meta['command']}` · {meta['date']} · {meta['machine']}", ""]
     if "idle" in res:
@@ -251,6 +308,15 @@ def report(meta: dict, res: dict) -> str:
         for r in res["cameras"]:
             out.append(f"| {r['cameras']} | {r['peak_rss_mib']} | {r['per_camera_fps']} |")
         out.append("")
+    if "motion" in res:
+        out += ["| scene (300 frames) | running average: moving frames, first, ms | "
+                "MOG2: moving frames, first, ms |", "| --- | --- | --- |"]
+        for scene in dict.fromkeys(r["scene"] for r in res["motion"]):
+            cells = [next(f"{r['moving_frames']}, {r['first']}, {r['ms']}" for r in res["motion"]
+                          if r["scene"] == scene and r["method"] == m)
+                     for m in ("running average", "MOG2")]
+            out.append(f"| {scene} | {cells[0]} | {cells[1]} |")
+        out.append("")
     if "batch" in res:
         out += ["| embed batch (2 threads) | XNNPACK ms/face | reference kernels ms/face |",
                 "| --- | --- | --- |"]
@@ -266,8 +332,8 @@ def report(meta: dict, res: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="+", choices=("idle", "demo", "cameras", "batch"),
-                    default=["idle", "demo", "cameras", "batch"])
+    parts = ("idle", "demo", "cameras", "motion", "batch")
+    ap.add_argument("--only", nargs="+", choices=parts, default=list(parts))
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds before measuring idle")
     ap.add_argument("--window", type=float, default=20.0, help="seconds measured (idle)")
     ap.add_argument("--frames", type=int, default=275, help="frames a camera (cameras)")
@@ -282,6 +348,8 @@ def main() -> int:
                 res["demo"] = demo(Path(tmp))
             elif part == "cameras":
                 res["cameras"] = many_cameras(args.frames)
+            elif part == "motion":
+                res["motion"] = motion_methods()
             else:
                 res["batch"] = batch()
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

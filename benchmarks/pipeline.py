@@ -3,6 +3,7 @@
     python benchmarks/pipeline.py                          # 2 threads, YuNet 640, all scenes
     python benchmarks/pipeline.py --input-width 320 --scenes clip480
     python benchmarks/pipeline.py --json out.json
+    python benchmarks/pipeline.py --motion off             # without the motion gate only
 
 Scenes: ``clip`` (640x360, the stage clip as decoded), ``clip480`` (the same frames resized to
 640x480: the target case, 1 face in most frames and 2-6 in a third of them), ``street``
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 from edgeface_cam.detect import make_detector  # noqa: E402
 from edgeface_cam.embed import DEFAULT_MODEL, Embedder  # noqa: E402
 from edgeface_cam.gallery import Gallery  # noqa: E402
+from edgeface_cam.motion import MotionGate  # noqa: E402
 from edgeface_cam.pipeline import STAGES, FrameReport, Pipeline, PipelineOptions  # noqa: E402
 from edgeface_cam.recognize import Recognizer  # noqa: E402
 from edgeface_cam.shotcut import ShotCutDetector  # noqa: E402
@@ -81,7 +83,7 @@ def machine() -> str:
 
 
 def run_scene(name: str, recognizer: Recognizer, gallery: Gallery, embed_every: int,
-              max_embeds: int) -> dict:
+              max_embeds: int, motion: bool = False) -> dict:
     path, size = SCENES[name]
     src: FrameSource = open_source(str(path))
     if size:
@@ -94,12 +96,15 @@ def run_scene(name: str, recognizer: Recognizer, gallery: Gallery, embed_every: 
     with src:
         opts = PipelineOptions(realtime=False, max_embeds_per_frame=max_embeds or None)
         p = Pipeline(src, recognizer, gallery, [], tracker=Tracker(embed_every=embed_every),
-                     cuts=ShotCutDetector(), options=opts, on_frame=on_frame)
+                     cuts=ShotCutDetector(), motion=MotionGate() if motion else None,
+                     options=opts, on_frame=on_frame)
         stats = p.run()
     upto3 = [t for n, ts in by_faces.items() if n <= 3 for t in ts]
     return {
         "scene": name,
+        "motion": motion,
         "frames": stats.frames,
+        "skipped": stats.skipped,
         "fps": round(stats.fps, 1),
         "faces_per_frame": {str(k): len(v) for k, v in sorted(by_faces.items())},
         "embeddings": stats.embeddings,
@@ -158,6 +163,8 @@ def main() -> int:
     ap.add_argument("--embed-every", type=int, default=10)
     ap.add_argument("--max-embeds", type=int, default=2, help="per frame (0: no limit)")
     ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    ap.add_argument("--motion", choices=("off", "on", "both"), default="both",
+                    help="the motion gate (motion.enabled) off, on, or each scene both ways")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     for f in (CLIP, STREET, LIN):
@@ -179,11 +186,14 @@ def main() -> int:
             v = rng.standard_normal((1, embedder.card.embedding_size)).astype(np.float32)
             gallery.enroll(f"person {i:02d}", v / np.linalg.norm(v))
         gallery.refresh()
+        gates = {"off": [False], "on": [True], "both": [False, True]}[args.motion]
         for scene in args.scenes:
-            load = os.getloadavg()[0]
-            row = run_scene(scene, recognizer, gallery, args.embed_every, args.max_embeds)
-            row["load_before"] = round(load, 2)
-            rows.append(row)
+            for gate in gates:
+                load = os.getloadavg()[0]
+                row = run_scene(scene, recognizer, gallery, args.embed_every, args.max_embeds,
+                                gate)
+                row["load_before"] = round(load, 2)
+                rows.append(row)
         gallery.close()
 
     costs = cpu_costs(args)
@@ -202,21 +212,23 @@ def main() -> int:
           f"embed every {meta['embed_every']} frames, at most {meta['max_embeds_per_frame']} "
           "a frame\n")
     shown = [s for s in STAGES if s not in ("events", "preview")]
-    print("| scene | frames | FPS | faces/frame (frames) | embeds | " +
+    print("| scene | motion | frames | skipped | FPS | faces/frame (frames) | embeds | " +
           " | ".join(f"{s} med/p90 ms" for s in shown) + " | load |")
-    print("|" + " --- |" * (6 + len(shown)))
+    print("|" + " --- |" * (8 + len(shown)))
     for r in rows:
         cells = []
         for s in shown:
             t = r["stages"].get(s)
             cells.append(f"{t['median_ms']:.1f} / {t['p90_ms']:.1f}" if t else "-")
         faces = ", ".join(f"{k}:{v}" for k, v in r["faces_per_frame"].items())
-        print(f"| {r['scene']} | {r['frames']} | {r['fps']:.1f} | {faces} | {r['embeddings']} | "
+        print(f"| {r['scene']} | {'on' if r['motion'] else 'off'} | {r['frames']} | "
+              f"{r['skipped']} | {r['fps']:.1f} | {faces} | {r['embeddings']} | "
               + " | ".join(cells) + f" | {r['load_before']} |")
     for r in rows:
         if r["total_ms_upto3_faces_median"]:
             ms = r["total_ms_upto3_faces_median"]
-            print(f"{r['scene']}: frames with <= 3 faces take {ms:.1f} ms median "
+            print(f"{r['scene']} (motion {'on' if r['motion'] else 'off'}): frames with <= 3 "
+                  f"faces take {ms:.1f} ms median "
                   f"(~{1e3 / ms:.0f} fps of worker time); first frame after "
                   f"{r['first_frame_ms']:.0f} ms")
     print("\nCPU cost on one thread (time.thread_time; clip at 640x480, "
