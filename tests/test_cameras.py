@@ -278,3 +278,25 @@ def test_doctor_checks_each_camera(shared):
     assert checks["camera door"].status == doctor.OK
     assert checks["camera garage"].status == doctor.FAIL
     assert "/no/such/clip.mp4" in checks["camera garage"].detail
+
+
+def test_the_readme_two_camera_config_loads():
+    import re
+
+    from .conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if "cameras:" in b)
+    cfg = configmod.from_dict(yaml.safe_load(block), "README.md")
+    assert len(cfg.camera_list()) == 2 and cfg.motion.enabled
+
+
+def test_the_service_status_names_each_camera(clip_frames):
+    from edgeface_cam.service import _describe
+
+    cams = [Camera(MemorySource(n, clip_frames, 5)) for n in ("door", "garage")]
+    p = Pipeline(cams, NoFaces(), None, options=FILES)
+    p.run()
+    status = _describe(p)
+    assert status.startswith("running: door ") and "; garage " in status
+    assert "5 frames" in status and status.endswith("0 events")
