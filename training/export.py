@@ -397,6 +397,8 @@ class ExportOptions:
     self_test_image: str | Path | None = None  # default: the fixtures' obama_1.jpg
     min_cosine: float | None = None  # default 0.99; 0.98 for the calibrated modes
     latency_runs: int = 200  # 0: skip
+    # CelebA pools (training.calibrate) for the card's impostor calibration; None: none
+    threshold_data: str | Path | None = None
     card: CardInfo = field(default_factory=CardInfo)
 
     @classmethod
@@ -612,8 +614,27 @@ def export(opts: ExportOptions) -> dict:
     card_path = out.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=1) + "\n")
     print(f"wrote {card_path}", file=sys.stderr)
+    calibrate_card(out, opts.threshold_data)
     print(summary_line(figures, out, latency))
     return card
+
+
+def calibrate_card(out: Path, datasets: str | Path | None) -> None:
+    """Add the impostor calibration the device's auto threshold needs (training.calibrate)."""
+    if datasets is None:
+        print(f"no --threshold-data: {out.with_suffix('.json').name} has no calibration, so "
+              "recognizer.threshold auto falls back to 0.35 until `python -m "
+              f"training.calibrate {out}` adds one", file=sys.stderr)
+        return
+    from . import calibrate as C
+
+    try:
+        cal = C.calibrate(out, C.celeba(datasets), C.device_finder(),
+                          command=f"python -m training.export ... --threshold-data {datasets}")
+    except (ValueError, FileNotFoundError) as e:  # EvalError is a ValueError
+        raise ExportError(f"--threshold-data {datasets}: {e}") from None
+    C.write_calibration(out.with_suffix(".json"), cal)
+    print(f"calibrated the threshold on {cal['pairs']} impostor pairs", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -638,6 +659,10 @@ def parser() -> argparse.ArgumentParser:
                    help="self-test threshold (default 0.99; int8 and int16x8 0.98)")
     p.add_argument("--latency-runs", type=int, default=ExportOptions.latency_runs,
                    help="runs for the single-thread latency median (0: skip)")
+    p.add_argument("--threshold-data", metavar="DIR",
+                   help="folder holding celeba-subset/ and celeba-10k-identities.tsv (e.g. "
+                        "../shared/datasets): add the impostor calibration for recognizer."
+                        "threshold auto to the card (training.calibrate; ~2 min)")
     p.add_argument("--name", help="card name (default: the file stem)")
     p.add_argument("--accuracy", help="JSON file of verification results to put in the card")
     p.add_argument("--license", help="licence of the weights (default: the authors' terms for "
