@@ -48,6 +48,10 @@ class Calibration:
     score: tuple[float, ...]  # increasing
     photos_exponent: float = 1.0
     pairs: int = 0
+    # Measured on held-out identities (training.evaluate --openset --write-card): rows of
+    # (gallery size, embeddings a person, DIR at the auto threshold).
+    openset: tuple[tuple[int, float, float], ...] = ()
+    openset_data: str = ""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
@@ -56,7 +60,10 @@ class Calibration:
             score = tuple(float(s) for s in d["score"])
             alpha = float(d.get("photos_exponent", 1.0))
             pairs = int(d.get("pairs", 0))
-        except (KeyError, TypeError, ValueError) as e:
+            measured = d.get("openset") or {}
+            rows = tuple((int(r["size"]), float(r["embeddings_per_person"]), float(r["dir"]))
+                         for r in measured.get("rows", ()))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CalibrationError(f"calibration lacks or garbles {e}") from None
         if len(far) < 2 or len(far) != len(score):
             raise CalibrationError("calibration needs matching far and score lists of >= 2")
@@ -64,7 +71,7 @@ class Calibration:
                 and all(np.diff(score) >= 0) and 0 <= alpha <= 1):
             raise CalibrationError("calibration must have far decreasing in (0, 1), score "
                                    "non-decreasing and photos_exponent in [0, 1]")
-        return cls(far, score, alpha, pairs)
+        return cls(far, score, alpha, pairs, rows, str(measured.get("data", "")))
 
     @property
     def lowest_far(self) -> float:
@@ -83,6 +90,18 @@ class Calibration:
         j = min(j, len(x) - 2)
         slope = (y[-1] - y[j]) / (x[-1] - x[j])
         return float(np.clip(y[-1] + slope * (q - x[-1]), -1, 1))
+
+    def dir_at(self, people: int, embeddings: int) -> float | None:
+        """The share of enrolled people recognised at the auto threshold, measured on
+        held-out photos, for the nearest measured photos per person, interpolated in log
+        gallery size (None when not measured)."""
+        if not self.openset or people <= 0:
+            return None
+        per = embeddings / people
+        photos = min({r[1] for r in self.openset}, key=lambda m: abs(math.log(m / per)))
+        rows = sorted((r[0], r[2]) for r in self.openset if r[1] == photos)
+        sizes = np.log10([r[0] for r in rows])
+        return float(np.interp(math.log10(people), sizes, [r[1] for r in rows]))
 
     def far_at(self, score: float) -> float:
         """P(impostor >= score), the inverse of ``score_at`` within the measured range
@@ -160,10 +179,19 @@ class Threshold:
         t = self.at(people, embeddings)
         fpir = self.expected_fpir(people, embeddings)
         rate = "" if fpir is None else f"; expected strangers named: {100 * fpir:.2g} %"
+        found = None if self.calibration is None or not self.auto else (
+            self.calibration.dir_at(people, embeddings))
+        if found is not None:
+            rate += f", enrolled people recognised: ~{100 * found:.0f} % (held-out CelebA photos)"
         if self.fixed is not None:
             return f"threshold {t:.4f} ({self.why}{rate})"
-        return (f"threshold {t:.4f} (auto for {people} people, {embeddings} embeddings: "
-                f"recognizer.false_accept {self.false_accept:g}{rate})")
+        return (f"threshold {t:.4f} (auto for {_count(people, 'person', 'people')}, "
+                f"{_count(embeddings, 'embedding', 'embeddings')}: recognizer.false_accept "
+                f"{self.false_accept:g}{rate})")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def from_settings(setting: float | str, false_accept: float,

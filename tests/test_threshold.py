@@ -68,6 +68,19 @@ def test_interpolation_reproduces_the_card_points_and_inverts():
     assert cal.score_at(1e-7) > cal.score[-1]  # extended beyond the last measured point
 
 
+def test_card_carries_its_held_out_open_set_check():
+    """``training.evaluate --openset 10,100,1000 --calibration card --write-card``: measured on
+    the identities the calibration never saw, within the issue's band at every size."""
+    for model in (XS, XXS):
+        measured = card_calibration(model)["openset"]
+        assert "held out" in measured["data"]
+        rows = [r for r in measured["rows"] if r["photos"] == 1]
+        assert [r["size"] for r in rows] == [10, 100, 1000]
+        assert all(0.005 <= r["fpir"] <= 0.015 for r in measured["rows"]), measured["rows"]
+        cal = Calibration.from_dict(card_calibration(model))
+        assert cal.dir_at(100, 100) == pytest.approx(rows[1]["dir"])
+
+
 def test_malformed_calibrations_are_refused():
     good = card_calibration(XS)
     for bad in ({}, {**good, "far": good["far"][::-1]}, {**good, "score": good["score"][:3]},
@@ -122,7 +135,7 @@ def test_gallery_threshold_follows_enrolments_also_from_another_process(tmp_path
         g.enroll("p0", rng.normal(size=(1, 512)).astype(np.float32))
         one = g.threshold
         assert one == th.at(1, 1)
-        assert "auto for 1 people, 1 embeddings" in g.describe_threshold()
+        assert "auto for 1 person, 1 embedding:" in g.describe_threshold()
         for i in range(1, 100):  # through a second connection, as the CLI beside the service
             other.enroll(f"p{i}", rng.normal(size=(2, 512)).astype(np.float32))
         assert g.refresh()
@@ -269,8 +282,8 @@ def test_verify_identify_and_list_with_auto(capsys, tmp_path, isolated):
     code, _, err = run(capsys, "identify", obama[3], "--threshold", "often")
     assert code == 2 and "'often' is not a number" in err
     code, out, _ = run(capsys, "list", "--db", db)
-    assert code == 0 and "auto for 1 people, 1 embeddings" in out
-    assert "expected strangers named: 1 %" in out
+    assert code == 0 and "auto for 1 person, 1 embedding:" in out
+    assert "expected strangers named: 1 %" in out and "enrolled people recognised" in out
 
 
 @pytest.mark.device

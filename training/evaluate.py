@@ -33,7 +33,13 @@ from .evaluation import EvalError
 from .evaluation.backends import Backend, LiteRTBackend, TorchBackend, combine
 from .evaluation.embedding import Embedded, EmbeddingCache, FaceFinder, embed_set
 from .evaluation.identities import merge, read_identity_set
-from .evaluation.openset import OpenSetOptions, openset_dict, print_openset, run_openset
+from .evaluation.openset import (
+    OpenSetOptions,
+    openset_dict,
+    print_openset,
+    run_openset,
+    write_openset_rows,
+)
 from .evaluation.pairsets import (
     PairSet,
     imread,
@@ -116,6 +122,9 @@ def add_openset_arguments(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration", choices=("split", "card"), default="split",
                    help="calibrate on this set's calibration part (default), or take the "
                         "model card's calibration (CelebA's, for a held-out CelebA check)")
+    g.add_argument("--write-card", action="store_true",
+                   help="with --calibration card: store the measured DIR per gallery size in "
+                        "the card's calibration (doctor and list quote it)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -137,7 +146,11 @@ def main_openset(args: argparse.Namespace) -> int:
     opts = OpenSetOptions(photos=args.photos, trials=args.trials, false_accept=args.false_accept,
                           calibration=args.calibration, cache_dir=args.cache,
                           progress=not args.quiet)
+    if args.write_card and not (args.model and args.calibration == "card"):
+        raise EvalError("--write-card needs --model and --calibration card")
     r = run_openset(data, make_backend(args), finder, args.openset, opts)
+    if args.write_card:
+        write_openset_rows(args.model, r, "python -m training.evaluate " + " ".join(sys.argv[1:]))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(openset_dict(r, vars(args)), indent=1))

@@ -5,6 +5,7 @@ threshold the device would use (``edgeface_cam.threshold``) and at fixed FPIRs.
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -241,3 +242,17 @@ def openset_dict(r: OpenSetReport, args: dict[str, Any] | None = None) -> dict[s
                       "dir": round(x.dir, 5)} for x in r.rows],
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "date": time.strftime("%Y-%m-%d"), "args": args or {}}
+
+
+def write_openset_rows(model: str | Path, r: OpenSetReport, command: str) -> None:
+    """Store the measured DIR per gallery size in the model card's calibration (only there:
+    the rest of the card is left as it is)."""
+    path = Path(model).with_suffix(".json")
+    card = json.loads(path.read_text())
+    card["calibration"]["openset"] = {
+        "data": r.held_out, "command": command, "date": time.strftime("%Y-%m-%d"),
+        "rows": [{"size": x.size, "photos": x.photos,
+                  "embeddings_per_person": round(x.embeddings / x.size, 3),
+                  "threshold": round(x.threshold, 4), "fpir": round(x.fpir, 5),
+                  "dir": round(x.dir, 4)} for x in r.rows]}
+    path.write_text(json.dumps(card, indent=1) + "\n")
