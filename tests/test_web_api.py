@@ -451,3 +451,35 @@ def test_without_a_password_it_listens_on_loopback_only(tmp_path, caplog):
         assert "edgeface-cam passwd" in caplog.text
     finally:
         server.stop()
+
+
+def test_a_pipeline_feeds_the_hub_without_encoding_while_nobody_watches(tmp_path):
+    """The hook costs the frame loop a reference per frame: no JPEG until a stream asks."""
+    from edgeface_cam.app import App
+    from edgeface_cam.demo import DEMO_CLIP
+    from edgeface_cam.sources import open_source
+
+    hub = LiveHub()
+    with App(settings(tmp_path)) as app:
+        source = open_source(str(DEMO_CLIP))
+        source.name = "door"
+        pipeline = hub.attach(app.pipeline(source, None, [], max_frames=40))
+        stats = pipeline.run()
+        source.close()
+    assert stats.frames == 40 and hub.latest_seq("door") == 39
+    assert hub.encoded == 0
+    assert hub.recent and hub.events_by_kind["unknown"] == len(hub.recent)
+    assert hub.camera_names() == ["door"] and hub.in_view("door")
+    assert hub.jpeg("door")[:2] == b"\xff\xd8" and hub.encoded == 1
+    assert hub.jpeg("door") is not None and hub.encoded == 1  # the same frame: not again
+
+
+def test_the_templates_and_static_files_ship_in_the_package():
+    """setup.py's package_data globs cover every file the server reads."""
+    from edgeface_cam.web.state import STATIC, TEMPLATES
+
+    text = (TEMPLATES.parent.parent.parent / "setup.py").read_text()
+    assert '"templates/*.html", "static/*"' in text
+    for folder, pattern in ((TEMPLATES, "*.html"), (STATIC, "*")):
+        files = [p for p in folder.iterdir() if p.is_file()]
+        assert files and all(p.match(pattern) for p in files), folder

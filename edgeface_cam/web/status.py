@@ -12,7 +12,7 @@ from typing import Any
 from .. import __version__, doctor
 from .state import WebState
 
-DOCTOR_CACHE_S = 60.0
+DOCTOR_CACHE_S = 300.0  # the checks load a model: at most once every 5 minutes
 _cpu_lock = threading.Lock()
 _cpu_last: list[float] = []  # [wall, cpu] of the previous call
 
