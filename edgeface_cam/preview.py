@@ -159,8 +159,9 @@ def grid(tiles: Sequence[np.ndarray], tile_height: int = 360,
         r, c = divmod(i, cols)
         x = c * cell_w + (cell_w - t.shape[1]) // 2
         canvas[r * tile_height:(r + 1) * tile_height, x:x + t.shape[1]] = t
-        if i < len(names):
-            _label(canvas, names[i], x, r * tile_height, (32, 32, 32), 0.6, 1)
+        if i < len(names):  # at the top of its own cell (the label's y is its bottom)
+            (_, th), base = cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
+            _label(canvas, names[i], x, r * tile_height + th + base + 4, (32, 32, 32), 0.6, 1)
     return canvas
 
 
