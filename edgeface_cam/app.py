@@ -305,6 +305,8 @@ def build_running(cfg: Config, heartbeat: Callable[[], None], *, db: str | None 
     try:
         cameras = app.cameras()
         gallery = app.matching_gallery(create=True)  # run creates it: everyone unknown then
+        if gallery is not None:  # and again whenever an enrolment moves it (Gallery)
+            log.info("gallery %s: %s", app.db_path, gallery.describe_threshold())
         sinks = app.sinks(events_path)
         shown = cfg.camera.source if len(cameras) == 1 else ", ".join(c.name for c in cameras)
         preview = app.preview(f"{PROG}: {shown}")

@@ -127,7 +127,7 @@ def test_auto_threshold_rises_with_people_and_photos_and_meets_its_target():
         assert th.expected_fpir(people, emb) == pytest.approx(0.01, rel=0.01)
 
 
-def test_gallery_threshold_follows_enrolments_also_from_another_process(tmp_path: Path):
+def test_gallery_threshold_follows_enrolments_also_from_another_process(tmp_path: Path, caplog):
     rng = np.random.default_rng(0)
     th = auto()
     path = tmp_path / "g.db"
@@ -138,8 +138,11 @@ def test_gallery_threshold_follows_enrolments_also_from_another_process(tmp_path
         assert "auto for 1 person, 1 embedding:" in g.describe_threshold()
         for i in range(1, 100):  # through a second connection, as the CLI beside the service
             other.enroll(f"p{i}", rng.normal(size=(2, 512)).astype(np.float32))
-        assert g.refresh()
-        assert g.threshold == th.at(100, 199) > one
+        with caplog.at_level(logging.INFO, logger="edgeface_cam.gallery.core"):
+            assert g.refresh()
+            assert g.threshold == th.at(100, 199) > one
+        moved = f"threshold {th.at(100, 199):.4f} (auto for 100 people, 199 embeddings"
+        assert moved in caplog.text
         # A face between the two thresholds was named with one person, not with a hundred.
         v = g.embeddings_of("p0")[0]
         noise = rng.normal(size=512).astype(np.float32)

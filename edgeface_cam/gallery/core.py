@@ -313,12 +313,12 @@ class Gallery:
     # ---- the threshold in force ---------------------------------------------------------------
     def _threshold_for(self, index: Index) -> float:
         """The threshold for this snapshot: fixed, or auto for its people and embeddings
-        (computed once per reload and logged when it moves)."""
+        (computed once per reload and logged when it moves after the first match)."""
         cached = self._in_force
         if cached is not None and cached[0] is index:
             return cached[1]
         value = self._policy.at(len(index.names), len(index))
-        if self._policy.auto and (cached is None or cached[1] != value):
+        if self._policy.auto and cached is not None and cached[1] != value:  # run logs the first
             log.info("gallery %s: %s", self.path.name,
                      self._policy.describe(len(index.names), len(index)))
         self._in_force = (index, value)
