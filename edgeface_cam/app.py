@@ -28,7 +28,7 @@ from .preview import Preview, PreviewUnavailable, display_available
 from .recognize import Recognizer
 from .service import install_signal_handlers
 from .shotcut import ShotCutDetector
-from .sources import FrameSource, open_source
+from .sources import BACKOFF_MAX_S, BACKOFF_MIN_S, Frame, FrameSource, SourceError, open_source
 from .threshold import Threshold
 from .threshold import from_settings as threshold_from_settings
 from .track import Tracker
@@ -155,9 +155,22 @@ class App:
 
     def cameras(self) -> list[Camera]:
         """Every configured camera (``cameras:``, or the one ``camera:``), opened, with its own
-        tracker, shot-cut and motion state and snapshots."""
+        tracker, shot-cut and motion state and snapshots. Of several, a live camera that cannot
+        be opened now (unplugged, its stream down) does not stop the others: it is opened in
+        its own capture thread as soon as it can be (``LateCamera``)."""
         cams = self.cfg.camera_list()
-        return [self.camera_parts(self.camera(c), c, own_folder=len(cams) > 1) for c in cams]
+        return [self.camera_parts(self._open_or_later(c, several=len(cams) > 1), c,
+                                  own_folder=len(cams) > 1) for c in cams]
+
+    def _open_or_later(self, cam: CameraConfig, several: bool) -> FrameSource:
+        try:
+            return self.camera(cam)
+        except SourceError as e:
+            if not several or not is_live_spec(cam.source):
+                raise
+            log.warning("%s: %s; the other cameras start, this one is tried again every few "
+                        "seconds", cam.name, e)
+            return self.own(LateCamera(cam))
 
     def camera_parts(self, source: FrameSource, cam: CameraConfig | None = None,
                      own_folder: bool = False) -> Camera:
@@ -241,6 +254,53 @@ class App:
             owned.insert(0, self._gallery)  # closed last: sinks may still be flushing
             self._gallery = None
         close_all(owned)
+
+
+def is_live_spec(spec: str) -> bool:
+    """A camera or stream (it may come back), not a file or folder (a mistake to fix)."""
+    spec = str(spec).strip().lower()
+    return spec.isdigit() or spec.startswith(("/dev/", "picamera2")) or "://" in spec
+
+
+class LateCamera(FrameSource):
+    """A live camera that could not be opened at start: ``read()`` (on its capture thread)
+    keeps trying with backoff, then reads from it; ``close()`` ends the wait at once."""
+
+    live = True
+
+    def __init__(self, cam: CameraConfig) -> None:
+        super().__init__(cam.name or str(cam.source))
+        self.cam = cam
+        self.inner: FrameSource | None = None
+
+    @property
+    def reconnects(self) -> int:
+        return int(getattr(self.inner, "reconnects", 0) or 0)
+
+    def read(self) -> Frame | None:
+        delay = BACKOFF_MIN_S
+        while self.inner is None:
+            if self._closed.wait(delay):
+                return None
+            c = self.cam
+            try:
+                inner = open_source(c.source, c.width, c.height, c.fps)
+            except SourceError as e:
+                log.debug("%s: still cannot open it: %s", self.name, e)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            inner.name = self.name
+            self.inner = inner
+            log.info("%s: opened", self.name)
+            if self._closed.is_set():
+                inner.close()
+                return None
+        return self.inner.read()
+
+    def close(self) -> None:
+        super().close()
+        if self.inner is not None:
+            self.inner.close()
 
 
 def make_preview(setting: bool | str, title: str) -> Preview | None:

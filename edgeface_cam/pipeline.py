@@ -433,8 +433,7 @@ class Pipeline:
                     self._emit(cam, cam.tracker.flush())
         finally:
             self._stop.set()
-            for cam in self.cameras:
-                self._join_capture(cam)
+            self._join_capture()
             self._running = False
         if len(self.cameras) == 1 and self.cameras[0].error is not None:
             raise self.cameras[0].error
@@ -489,19 +488,26 @@ class Pipeline:
             self._ready.wait(timeout)
         return got
 
-    def _join_capture(self, cam: Camera) -> None:
-        assert cam.thread is not None
-        cam.thread.join(timeout=2.0)
-        if cam.thread.is_alive():
-            # Blocked inside source.read() (a live camera reconnecting): close() interrupts it.
+    def _join_capture(self) -> None:
+        """Join every capture thread: 2 s of grace in all, then close the sources still stuck
+        in ``read()`` (a live camera reconnecting), which interrupts them."""
+        deadline = time.monotonic() + 2.0
+        for cam in self.cameras:
+            assert cam.thread is not None
+            cam.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [cam for cam in self.cameras if cam.thread is not None and cam.thread.is_alive()]
+        for cam in stuck:
             log.info("capture is blocked in %s; closing the source", cam.name)
             try:
                 cam.source.close()
             except Exception as e:
                 log.warning("closing the source failed: %s", e)
+        for cam in stuck:
+            assert cam.thread is not None
             cam.thread.join(timeout=5.0)
             if cam.thread.is_alive():
-                log.warning("the capture thread did not end; it is a daemon and dies with us")
+                log.warning("the capture thread of %s did not end; it is a daemon and dies "
+                            "with us", cam.name)
 
     def _process_round(self, batch: list[tuple[Camera, Any]]) -> None:
         work = [self._detect_and_track(cam, frame) for cam, frame in batch]

@@ -300,3 +300,54 @@ def test_the_service_status_names_each_camera(clip_frames):
     status = _describe(p)
     assert status.startswith("running: door ") and "; garage " in status
     assert "5 frames" in status and status.endswith("0 events")
+
+
+def test_a_camera_missing_at_start_does_not_stop_the_others(tmp_path, shared):
+    from edgeface_cam.app import LateCamera
+
+    cfg = load(f"cameras:\n  - {{name: one, source: '{CLIP}'}}\n"
+               "  - {name: usb, source: /dev/video99}\n")
+    with App(cfg, str(tmp_path / "g.db")) as app:
+        one, usb = app.cameras()
+        assert isinstance(usb.source, LateCamera) and usb.source.live
+        p = app.pipeline([one, usb], None, [])
+        threading.Timer(2.0, p.stop).start()
+        t0 = time.monotonic()
+        stats = p.run()
+        # stop(), the 2 s join grace, then close() ends the missing camera's wait at once
+        assert time.monotonic() - t0 < 4.5
+    assert stats.cameras["one"].frames > 0 and stats.cameras["usb"].frames == 0
+    assert not pipeline_threads()
+    # A file that is not there is a mistake to fix, not a camera to wait for.
+    bad = load(f"cameras:\n  - {{name: one, source: '{CLIP}'}}\n"
+               "  - {name: two, source: /no/such/clip.mp4}\n")
+    with App(bad, str(tmp_path / "g.db")) as app, pytest.raises(SourceError, match="no such"):
+        app.cameras()
+
+
+def test_three_cameras_stuck_reconnecting_stop_within_one_grace_period(clip_frames):
+    class Stuck(MemorySource):
+        """A live camera gone: read() waits (reconnecting) until close()."""
+
+        live = True
+
+        def __init__(self, name: str) -> None:
+            super().__init__(name, clip_frames, None)
+            self.gone = threading.Event()
+
+        def read(self):
+            if self.i < 2:
+                return super().read()
+            self.gone.wait()
+            return None
+
+        def close(self) -> None:
+            self.gone.set()
+
+    p = Pipeline([Camera(Stuck(n)) for n in ("a", "b", "c")], NoFaces(), None)
+    threading.Timer(0.5, p.stop).start()
+    t0 = time.monotonic()
+    stats = p.run()
+    assert time.monotonic() - t0 < 0.5 + 2.0 + 1.0  # one 2 s grace for all, not one each
+    assert all(c.frames + c.dropped == 2 for c in stats.cameras.values())
+    assert not pipeline_threads()
