@@ -23,7 +23,8 @@ import numpy as np
 EVENT_KINDS = ("recognized", "unknown")
 # Optional fields an event may carry after the fixed ones, in the order they are written.
 # snapshot: path of the event's picture, or None when the disk refused it (present only when
-# pictures are kept). The others are reserved for the sightings store.
+# pictures are kept). frame: index of the frame the track was last seen in, 0-based in its
+# source (the pipeline sets it on every event). The others are reserved for the sightings store.
 EXTRA_FIELDS = ("snapshot", "frame", "file", "sighting_id", "ignored")
 
 
