@@ -425,7 +425,7 @@ def test_a_reload_keeps_the_tracks_and_counts(systemd, tmp_path):
     again, and the statistics go on counting (issue 12, finding 12)."""
     from edgeface_cam.detect import make_detector
     from edgeface_cam.embed import Embedder
-    from edgeface_cam.pipeline import Pipeline, PipelineOptions
+    from edgeface_cam.pipeline import Pipeline
     from edgeface_cam.recognize import Recognizer
     from edgeface_cam.sources import open_source
     from edgeface_cam.track import Tracker
