@@ -237,6 +237,15 @@ class SnapshotsConfig:
 
 
 @dataclass(frozen=True)
+class SightingsConfig:
+    enabled: bool = key(True, "store every decided track as a sighting (sightings, unknowns, "
+                              "assign, not)")
+    max_count: int = key(10000, "sightings kept; the oldest are removed first", lo=1)
+    max_days: float = key(30.0, "sightings older than this many days are removed", lo=0,
+                          lo_open=True)
+
+
+@dataclass(frozen=True)
 class WebConfig:
     enabled: bool = key(True, "serve the web UI and REST API inside run and the service")
     listen: str = key("0.0.0.0:8080", "HOST:PORT to listen on (127.0.0.1 only until a web "
@@ -267,6 +276,7 @@ class Config:
     cameras: tuple[CameraConfig, ...] = ()
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
+    sightings: SightingsConfig = field(default_factory=SightingsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the settings came from: a file path, or None for the built-in defaults.

@@ -53,3 +53,40 @@ def bench_json(spec: str, app: Any, stats: Any, emb: tuple[float, float]) -> dic
         "cameras": {name: {"frames": c.frames, "fps": round(c.fps, 2), "skipped": c.skipped}
                     for name, c in stats.cameras.items()},
     }
+
+
+# --- the face library (sightings, unknowns): field names are a contract (CLI --json, web API) ---
+def sighting_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One sighting: id, time, source, frame, file, track_id, name (None = unknown), score,
+    quality, cluster (its group of unknown faces, or None)."""
+    return {"id": int(row["id"]), "time": row["time"], "source": row["source"],
+            "frame": row["frame"], "file": row["file"], "track_id": row["track_id"],
+            "name": row["name"],
+            "score": None if row["score"] is None else rounded(row["score"], 4),
+            "quality": None if row["quality"] is None else rounded(row["quality"], 3),
+            "cluster": row["group_id"]}
+
+
+def group_json(group: dict[str, Any]) -> dict[str, Any]:
+    """One group of unknown faces: id, size, first_seen, last_seen, ignored, sightings."""
+    return {"id": int(group["id"]), "size": int(group["size"]),
+            "first_seen": group["first_seen"], "last_seen": group["last_seen"],
+            "ignored": bool(group["ignored"]),
+            "sightings": [sighting_json(s) for s in group["sightings"]]}
+
+
+def sighting_text(row: dict[str, Any]) -> str:
+    who = row["name"] if row["name"] is not None else (
+        f"unknown (group {row['group_id']})" if row["group_id"] is not None else "unknown")
+    where = f"{row['source']}" + (f" {row['file']}" if row["file"] else
+                                  f" frame {row['frame']}" if row["frame"] is not None else "")
+    score = "" if row["score"] is None else f" {rounded(row['score'], 3):.3f}"
+    return f"#{row['id']}  {row['time']}  {who}{score}  {where}"
+
+
+def group_text(group: dict[str, Any]) -> str:
+    quiet = "  (ignored)" if group["ignored"] else ""
+    ids = ", ".join(f"#{s['id']}" for s in group["sightings"][:5])
+    more = ", ..." if len(group["sightings"]) > 5 else ""
+    return (f"group {group['id']}: {group['size']} sighting(s), {group['first_seen']} .. "
+            f"{group['last_seen']}{quiet}  [{ids}{more}]")

@@ -715,19 +715,19 @@ def test_a_new_schema_version_upgrades_the_file_in_place(gpath: Path, rng, monke
         g.enroll("Ann", a)
     v = gallery_mod.SCHEMA_VERSION
     next_schema(monkeypatch, """
-        CREATE TABLE sightings (id INTEGER PRIMARY KEY, time TEXT NOT NULL);
-        CREATE TRIGGER sightings_time BEFORE INSERT ON sightings
+        CREATE TABLE visits (id INTEGER PRIMARY KEY, time TEXT NOT NULL);
+        CREATE TRIGGER visits_time BEFORE INSERT ON visits
         BEGIN SELECT RAISE(ABORT, 'no time') WHERE NEW.time = ''; END;
-    """, ("sightings",))
+    """, ("visits",))
     with Gallery(gpath, FP) as g:
         assert g.match(a[0]).name == "Ann"  # the people came along
     assert user_version(gpath) == v + 1
     with sqlite3.connect(gpath) as c:
-        assert c.execute("SELECT COUNT(*) FROM sightings").fetchone()[0] == 0
+        assert c.execute("SELECT COUNT(*) FROM visits").fetchone()[0] == 0
     # A file that says it is at the new version but lacks the new table is not ours.
     with sqlite3.connect(gpath) as c:
-        c.execute("DROP TABLE sightings")
-    with pytest.raises(GalleryError, match=r"not an edgeface-cam gallery.*sightings"):
+        c.execute("DROP TABLE visits")
+    with pytest.raises(GalleryError, match=r"not an edgeface-cam gallery.*visits"):
         Gallery(gpath, FP)
 
 

@@ -149,13 +149,15 @@ class Gallery:
 
     def enroll(self, name: str, embeddings: np.ndarray,
                crops: Sequence[np.ndarray] | None = None, sources: Sequence[str] | None = None,
-               qualities: Sequence[float] | None = None, notes: str | None = None) -> int:
+               qualities: Sequence[float] | None = None, notes: str | None = None,
+               then: Callable[[int], None] | None = None) -> int:
         """Add a person (or more embeddings to the existing person of that name, whatever its
         case) in one transaction; their id. ``find_person`` gives the stored spelling.
 
         ``crops`` are the aligned BGR crops the embeddings came from, kept as small JPEGs so the
         gallery can be re-embedded by a future model. ``notes`` replaces the person's notes when
-        given.
+        given. ``then(person_id)`` runs inside the same transaction (the library's assign gives
+        the sightings to the person there: all of it or none).
         """
         name = validate_name(name)
         vectors = unit_rows(embeddings)
@@ -176,6 +178,8 @@ class Gallery:
                 if notes is not None:
                     store.set_notes(pid, notes)
             store.add_embeddings(pid, vectors, self.fingerprint, now, extras)
+            if then is not None:
+                then(pid)
         log.info("enrolled %s: %d embedding(s)", name, len(vectors))
         return pid
 
@@ -288,9 +292,10 @@ class Gallery:
         # data_version is read first: a change committed during the SELECT bumps it again,
         # so the next refresh() reloads rather than missing it.
         rows = self._store.index_rows(self.fingerprint)
+        negatives = self._store.negative_rows(self.fingerprint)
         self._data_version = version
         self._dirty = False
-        self._index = Index.from_rows(rows, str(self.path))
+        self._index = Index.from_rows(rows, str(self.path), negatives)
 
     def _current(self) -> Index:
         if self._dirty:

@@ -1,7 +1,13 @@
-"""The in-memory match index: this model's embeddings as one matrix, grouped by person.
+"""The in-memory match index: this model's embeddings as one matrix, grouped by person, and
+their negatives ("not X": faces the user said are not that person).
 
 Immutable and swapped whole on reload, so matching needs no lock. Nothing here touches SQLite:
 the store hands over the rows, the index answers "who is this?".
+
+Negatives: a face more similar to one of X's negatives than to X's best enrolled face is not
+called X (the next best person is tried under the same rule; none left: unknown). A lookalike the
+user has corrected once scores higher against its own stored negative than against X, while X's
+own new photos stay closer to X's embeddings than to a stranger's face.
 """
 
 from __future__ import annotations
@@ -20,15 +26,20 @@ class Index:
     starts: np.ndarray  # (P,) first row of each person
     person_ids: np.ndarray  # (P,)
     names: tuple[str, ...]  # (P,)
+    negatives: np.ndarray | None = None  # (K, D) unit rows, sorted by owner; None: none
+    neg_starts: np.ndarray | None = None  # first row of each owner's block
+    neg_owner: np.ndarray | None = None  # the owner's position in person_ids, per block
 
     @classmethod
     def empty(cls) -> Index:
         return cls(np.zeros((0, 0), np.float32), np.zeros(0, np.intp), np.zeros(0, np.int64), ())
 
     @classmethod
-    def from_rows(cls, rows: Sequence[tuple[int, str, bytes, int]], where: str) -> Index:
-        """Rows of (person_id, name, vector bytes, dim), ordered by person; ``where`` names the
-        gallery in an error."""
+    def from_rows(cls, rows: Sequence[tuple[int, str, bytes, int]], where: str,
+                  negatives: Sequence[tuple[int, bytes, int]] = ()) -> Index:
+        """Rows of (person_id, name, vector bytes, dim), ordered by person; ``negatives``:
+        (person_id, vector bytes, dim) ordered by person; ``where`` names the gallery in an
+        error."""
         if not rows:
             return cls.empty()
         dims = {r[3] for r in rows}
@@ -39,7 +50,21 @@ class Index:
         pids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         starts = np.flatnonzero(np.r_[True, pids[1:] != pids[:-1]])
         names = tuple(rows[i][1] for i in starts)
-        return cls(np.ascontiguousarray(matrix), starts, pids[starts], names)
+        index = cls(np.ascontiguousarray(matrix), starts, pids[starts], names)
+        return index.with_negatives(negatives)
+
+    def with_negatives(self, rows: Sequence[tuple[int, bytes, int]]) -> Index:
+        """This index with the negatives of its people (others' and other sizes are left out)."""
+        dim = self.matrix.shape[1]
+        pos = {int(p): b for b, p in enumerate(self.person_ids)}
+        rows = [r for r in rows if int(r[0]) in pos and int(r[2]) == dim]
+        if not rows:
+            return self
+        neg = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+        owners = np.fromiter((pos[int(r[0])] for r in rows), np.intp, len(rows))
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        return Index(self.matrix, self.starts, self.person_ids, self.names,
+                     np.ascontiguousarray(neg), starts, owners[starts])
 
     def __len__(self) -> int:
         """Embeddings held (rows of the matrix)."""
@@ -59,11 +84,23 @@ class Index:
             return Match(self.names[b], s, int(self.person_ids[b]))
         return Match(None, s, None)
 
+    def _vetoed(self, q: np.ndarray, per_person: np.ndarray) -> np.ndarray:
+        """(N, P) per-person scores with every person whose negatives beat their best enrolled
+        face set to -inf; ``q`` (N, D) unit rows."""
+        assert self.negatives is not None and self.neg_starts is not None
+        neg = np.maximum.reduceat(q @ self.negatives.T, self.neg_starts, axis=1)  # (N, owners)
+        own = per_person[:, self.neg_owner]
+        out = per_person.copy()
+        out[:, self.neg_owner] = np.where(neg > own, -np.inf, own)
+        return out
+
     def match(self, embedding: np.ndarray, threshold: float) -> Match:
-        """The best person by maximum cosine over their embeddings; name None below threshold."""
+        """The best person by maximum cosine over their embeddings; name None below threshold
+        (or when their negatives veto them and nobody else is above it)."""
         q = np.asarray(embedding, np.float32).reshape(-1)
-        if len(self.names) == 0 or q.shape[0] != self.matrix.shape[1]:
-            return self.match_many(q[None], threshold)[0]  # the empty / wrong-size answers
+        if (len(self.names) == 0 or q.shape[0] != self.matrix.shape[1]
+                or self.negatives is not None):
+            return self.match_many(q[None], threshold)[0]
         # The hot path: one matrix-vector product (BLAS gemv) and a per-person max.
         per_person = np.maximum.reduceat(self.matrix @ q, self.starts)
         b = int(per_person.argmax())
@@ -82,6 +119,13 @@ class Index:
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         scores = q @ self.matrix.T  # (N, M) cosines: one BLAS call
         per_person = np.maximum.reduceat(scores, self.starts, axis=1)  # (N, P): rows are sorted
-        best = per_person.argmax(axis=1)
-        return [self._decide(int(b), float(per_person[i, b]), threshold)
-                for i, b in enumerate(best)]
+        allowed = per_person if self.negatives is None else self._vetoed(q, per_person)
+        best = allowed.argmax(axis=1)
+        out = []
+        for i, b in enumerate(best):
+            s = float(allowed[i, b])
+            if not np.isfinite(s):  # everyone vetoed: unknown, with the best raw score
+                out.append(Match(None, float(per_person[i].max()), None))
+            else:
+                out.append(self._decide(int(b), s, threshold))
+        return out

@@ -62,7 +62,56 @@ MIGRATIONS: list[str] = [
     CREATE INDEX embeddings_model ON embeddings(model_fingerprint, person_id);
     """,
 ]
-TABLES: list[tuple[str, ...]] = [("people", "embeddings")]  # TABLES[i]: what MIGRATIONS[i] adds
+MIGRATIONS.append(
+    # The face library: every decided track is a sighting; unknown ones gather into groups;
+    # "not X" stores a negative of X. AUTOINCREMENT: an id is never handed out twice, so a
+    # forgotten or merged one reads as stale, not as somebody else's. A group keeps its row when
+    # merged or assigned (state, merged_into / person_id) so a stale id can say where it went.
+    # A negative keeps its sighting's id but outlives the sighting (forget must not undo "not").
+    """
+    CREATE TABLE groups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        ignored INTEGER NOT NULL DEFAULT 0 CHECK (ignored IN (0, 1)),
+        state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'merged', 'assigned')),
+        merged_into INTEGER,
+        person_id INTEGER REFERENCES people(id) ON DELETE SET NULL
+    );
+    CREATE TABLE sightings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        source TEXT NOT NULL,
+        frame INTEGER,
+        file TEXT,
+        track_id INTEGER,
+        person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+        score REAL,
+        vector BLOB,
+        dim INTEGER CHECK (vector IS NULL OR length(vector) = 4 * dim),
+        model_fingerprint TEXT,
+        quality REAL,
+        crop BLOB,
+        snapshot TEXT,
+        group_id INTEGER REFERENCES groups(id) ON DELETE SET NULL,
+        status TEXT NOT NULL CHECK (status IN ('recognized', 'unknown', 'assigned', 'not'))
+    );
+    CREATE INDEX sightings_time ON sightings(time);
+    CREATE INDEX sightings_group ON sightings(group_id);
+    CREATE INDEX sightings_person ON sightings(person_id);
+    CREATE TABLE negatives (
+        id INTEGER PRIMARY KEY,
+        person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+        sighting_id INTEGER,
+        created_at TEXT NOT NULL,
+        model_fingerprint TEXT NOT NULL,
+        dim INTEGER NOT NULL CHECK (dim > 0 AND length(vector) = 4 * dim),
+        vector BLOB NOT NULL
+    );
+    CREATE INDEX negatives_person ON negatives(model_fingerprint, person_id);
+    """)
+TABLES: list[tuple[str, ...]] = [("people", "embeddings"),  # TABLES[i]: what MIGRATIONS[i] adds
+                                 ("groups", "sightings", "negatives")]
 SCHEMA_VERSION = len(MIGRATIONS)  # what this program writes
 assert len(TABLES) == SCHEMA_VERSION
 
@@ -266,6 +315,9 @@ class Store:
         return [(int(i), n) for i, n in self._all(
             "SELECT id, name FROM people WHERE name_key(name) = ? ORDER BY id", [name_key(name)])]
 
+    def people_ids(self) -> list[tuple[int, str]]:
+        return [(int(i), n) for i, n in self._all("SELECT id, name FROM people")]
+
     def names(self) -> list[str]:
         return [r[0] for r in self._all("SELECT name FROM people")]
 
@@ -320,7 +372,7 @@ class Store:
             "model_fingerprint": fingerprint,
             "quality": None if quality is None else float(quality),
             "source": None if source is None else str(source),
-            "crop": None if crop is None else _encode_crop(crop),
+            "crop": crop if crop is None or isinstance(crop, bytes) else _encode_crop(crop),
             "created_at": now,
         } for v, (crop, source, quality) in zip(vectors, extras, strict=True))
         with self.lock:
@@ -375,6 +427,180 @@ class Store:
             """SELECT e.person_id, p.name, e.vector, e.dim FROM embeddings e
                JOIN people p ON p.id = e.person_id
                WHERE e.model_fingerprint = ? ORDER BY e.person_id, e.id""", [fingerprint])
+
+    def negative_rows(self, fingerprint: str) -> list[tuple[int, bytes, int]]:
+        return self._all("SELECT person_id, vector, dim FROM negatives"
+                         " WHERE model_fingerprint = ? ORDER BY person_id, id", [fingerprint])
+
+    # ---- the face library: ids -------------------------------------------------------------
+    def reserve_ids(self, table: str, n: int) -> range:
+        """``n`` ids of ``table`` (sightings or groups) nobody else will use, inside the
+        caller's transaction: the recorder hands them out before its rows are written (events
+        carry them), also with two services writing into one gallery."""
+        assert table in ("sightings", "groups")
+        with self.lock:
+            top = max(int(self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
+                          .fetchone()[0]), self.last_id(table))
+            if self.db.execute("SELECT 1 FROM sqlite_sequence WHERE name = ?",
+                               [table]).fetchone():
+                self.db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+                                [top + n, table])
+            else:
+                self.db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)",
+                                [table, top + n])
+        return range(top + 1, top + n + 1)
+
+    def last_id(self, table: str) -> int:
+        """The highest id ever handed out in ``table`` (0: none): an id at or below it that is
+        missing was forgotten, not mistyped."""
+        rows = self._all("SELECT seq FROM sqlite_sequence WHERE name = ?", [table])
+        return int(rows[0][0]) if rows else 0
+
+    # ---- sightings -------------------------------------------------------------------------
+    def insert_sighting(self, row: dict[str, object]) -> None:
+        """One sighting (its id given); a crop given as an image is stored as a JPEG."""
+        crop = row.get("crop")
+        if isinstance(crop, np.ndarray):
+            row = {**row, "crop": _encode_crop(crop)}
+        with self.lock:
+            self.db["sightings"].insert(row)
+
+    def sighting(self, sid: int) -> dict[str, object] | None:
+        rows = self.sightings("s.id = ?", [sid], 1, vectors=True)
+        return rows[0] if rows else None
+
+    def sightings(self, where: str = "1", params: Sequence[object] = (), limit: int | None = None,
+                  vectors: bool = False, order: str = "s.time DESC, s.id DESC"
+                  ) -> list[dict[str, object]]:
+        """Sightings (newest first) with the person's current name; ``where`` is built by the
+        callers in this package from fixed text, the values go in ``params``."""
+        extra = ", s.vector, s.dim, s.model_fingerprint, s.crop" if vectors else ""
+        sql = (f"SELECT s.id, s.time, s.source, s.frame, s.file, s.track_id, s.person_id, "
+               f"p.name, s.score, s.quality, s.group_id, s.status, s.snapshot{extra} "
+               f"FROM sightings s LEFT JOIN people p ON p.id = s.person_id WHERE {where} "
+               f"ORDER BY {order}" + ("" if limit is None else f" LIMIT {int(limit)}"))
+        with self.lock:
+            return list(self.db.query(sql, list(params)))
+
+    def set_sighting(self, sid: int, **values: object) -> None:
+        with self.lock:
+            self.db["sightings"].update(sid, values)
+
+    def orphans(self, fingerprint: str) -> list[tuple[int, bytes, str]]:
+        """Unknown sightings of this model in no group (id, vector, time), oldest first."""
+        return self._all("SELECT id, vector, time FROM sightings WHERE group_id IS NULL AND "
+                         "person_id IS NULL AND vector IS NOT NULL AND model_fingerprint = ? "
+                         "ORDER BY time, id", [fingerprint])
+
+    def delete_sightings(self, where: str, params: Sequence[object] = ()) -> int:
+        """Delete sightings (``where`` from fixed text), then open groups left empty."""
+        with self.lock:
+            n = self.db.execute(f"DELETE FROM sightings WHERE {where}", list(params)).rowcount
+            self.drop_empty_groups()
+            return int(n)
+
+    def retain(self, max_count: int, before: str) -> int:
+        """Retention: drop sightings older than ``before`` and the oldest beyond
+        ``max_count``; how many went."""
+        n = self.delete_sightings("time < ?", [before])
+        with self.lock:
+            excess = int(self.db.execute("SELECT COUNT(*) FROM sightings").fetchone()[0]) - \
+                max_count
+        if excess > 0:
+            n += self.delete_sightings("id IN (SELECT id FROM sightings ORDER BY time, id "
+                                       "LIMIT ?)", [excess])
+        return n
+
+    # ---- groups ----------------------------------------------------------------------------
+    def add_group(self, gid: int, when: str) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR IGNORE INTO groups(id, first_seen, last_seen) "
+                            "VALUES (?, ?, ?)", [gid, when, when])
+
+    def group(self, gid: int) -> dict[str, object] | None:
+        with self.lock:
+            rows = list(self.db.query(
+                "SELECT g.id, g.state, g.merged_into, g.ignored, p.name FROM groups g "
+                "LEFT JOIN people p ON p.id = g.person_id WHERE g.id = ?", [gid]))
+        return rows[0] if rows else None
+
+    def touch_group(self, gid: int, when: str) -> None:
+        with self.lock:
+            self.db.execute("UPDATE groups SET last_seen = max(last_seen, ?), "
+                            "first_seen = min(first_seen, ?) WHERE id = ?", [when, when, gid])
+
+    def merge_group(self, keep: int, gone: int) -> None:
+        """``gone``'s members move to ``keep``; ``gone`` stays as a tombstone pointing there."""
+        with self.lock:
+            db = self.db
+            db.execute("UPDATE sightings SET group_id = ? WHERE group_id = ?", [keep, gone])
+            db.execute("""UPDATE groups SET
+                              first_seen = min(first_seen, (SELECT first_seen FROM groups
+                                                            WHERE id = :gone)),
+                              last_seen = max(last_seen, (SELECT last_seen FROM groups
+                                                          WHERE id = :gone)),
+                              ignored = max(ignored, (SELECT ignored FROM groups
+                                                      WHERE id = :gone))
+                          WHERE id = :keep""", {"keep": keep, "gone": gone})
+            db.execute("UPDATE groups SET state = 'merged', merged_into = ? WHERE id = ?",
+                       [keep, gone])
+            db.execute("UPDATE groups SET merged_into = ? WHERE merged_into = ?", [keep, gone])
+
+    def assign_group(self, gid: int, person_id: int) -> int:
+        """Every member of group ``gid`` becomes ``person_id``'s; the group a tombstone."""
+        with self.lock:
+            n = self.db.execute("UPDATE sightings SET person_id = ?, status = 'assigned', "
+                                "group_id = NULL WHERE group_id = ?", [person_id, gid]).rowcount
+            self.db.execute("UPDATE groups SET state = 'assigned', person_id = ? WHERE id = ?",
+                            [person_id, gid])
+            return int(n)
+
+    def drop_empty_groups(self) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM groups WHERE state = 'open' AND id NOT IN "
+                            "(SELECT group_id FROM sightings WHERE group_id IS NOT NULL)")
+
+    def set_ignored(self, gid: int, ignored: bool) -> None:
+        with self.lock:
+            self.db.execute("UPDATE groups SET ignored = ? WHERE id = ?", [int(ignored), gid])
+
+    def group_rows(self, fingerprint: str) -> list[tuple[int, bytes]]:
+        """(group id, vector) of every member of an open group, for ``groups.Groups.build``."""
+        return self._all("SELECT s.group_id, s.vector FROM sightings s JOIN groups g ON "
+                         "g.id = s.group_id WHERE g.state = 'open' AND s.model_fingerprint = ? "
+                         "ORDER BY s.group_id", [fingerprint])
+
+    def ignored_groups(self) -> list[int]:
+        return [r[0] for r in self._all("SELECT id FROM groups WHERE ignored = 1 AND "
+                                        "state = 'open'")]
+
+    def group_list(self, include_ignored: bool) -> list[dict[str, object]]:
+        """Open groups with members, largest first: id, size, first_seen, last_seen, ignored."""
+        hide = "" if include_ignored else "AND g.ignored = 0"
+        with self.lock:
+            return list(self.db.query(
+                f"""SELECT g.id, COUNT(s.id) AS size, MIN(s.time) AS first_seen,
+                           MAX(s.time) AS last_seen, g.ignored
+                    FROM groups g JOIN sightings s ON s.group_id = g.id
+                    WHERE g.state = 'open' {hide}
+                    GROUP BY g.id ORDER BY size DESC, last_seen DESC, g.id"""))
+
+    def add_negative(self, person_id: int, vector: bytes, dim: int, fingerprint: str,
+                     sighting_id: int, now: str) -> None:
+        with self.lock:
+            self.db["negatives"].insert({"person_id": person_id, "vector": vector, "dim": dim,
+                                         "model_fingerprint": fingerprint,
+                                         "sighting_id": sighting_id, "created_at": now})
+
+    # ---- backup ----------------------------------------------------------------------------
+    def backup_to(self, dest: Path) -> None:
+        """The whole file through SQLite's online backup API (consistent while others write)."""
+        target = sqlite3.connect(dest)
+        try:
+            with self.lock:
+                self.db.conn.backup(target)
+        finally:
+            target.close()
 
     def error_message(self, e: sqlite3.Error) -> str:
         return _error_message(e, self.path)
