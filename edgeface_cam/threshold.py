@@ -97,7 +97,7 @@ class Calibration:
         gallery size (None when not measured)."""
         if not self.openset or people <= 0:
             return None
-        per = embeddings / people
+        per = max(embeddings / people, 1.0)
         photos = min({r[1] for r in self.openset}, key=lambda m: abs(math.log(m / per)))
         rows = sorted((r[0], r[2]) for r in self.openset if r[1] == photos)
         sizes = np.log10([r[0] for r in rows])
