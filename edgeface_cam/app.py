@@ -22,6 +22,7 @@ from .detect import Detector, make_detector
 from .embed import Embedder, ModelCard, file_sha256
 from .events import EventSink, JsonLinesSink, SnapshotStore, make_sinks
 from .gallery import Gallery
+from .gallery.sightings import Retention, SightingRecorder
 from .motion import MotionGate
 from .pipeline import Camera, Pipeline, PipelineOptions, PipelineStats
 from .preview import Preview, PreviewUnavailable, display_available
@@ -238,9 +239,20 @@ class App:
         # Files are processed frame by frame (every frame counts in the demo and the bench);
         # live sources drop stale frames so recognition never lags behind the camera.
         realtime = any(c.source.live for c in cams)
-        return Pipeline(cams, self.recognizer, gallery, sinks, preview=preview,
-                        heartbeat=heartbeat,
-                        options=PipelineOptions(max_frames=max_frames, realtime=realtime))
+        pipeline = Pipeline(cams, self.recognizer, gallery, sinks, preview=preview,
+                            heartbeat=heartbeat,
+                            options=PipelineOptions(max_frames=max_frames, realtime=realtime))
+        pipeline.sightings = self.sightings(gallery)
+        return pipeline
+
+    def sightings(self, gallery: Gallery | None) -> SightingRecorder | None:
+        """The recorder storing each decided track in ``gallery``'s file (sightings.*); None
+        when off, without a gallery, or read-only (matching still works)."""
+        s = self.cfg.sightings
+        if gallery is None or not s.enabled or gallery.read_only:
+            return None
+        return self.own(SightingRecorder(gallery.path, gallery.fingerprint,
+                                         Retention(s.max_count, s.max_days)))
 
     # --- closing -----------------------------------------------------------------------------
     def own(self, thing: Any) -> Any:

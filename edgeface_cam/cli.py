@@ -20,6 +20,7 @@ import numpy as np
 from . import PROG, __version__, doctor
 from . import config as configmod
 from .app import App, UserError, build_running, open_copies, run_to_end
+from .cli_library import add_library_commands
 from .cli_web import add_web_commands, demo_web, web_beside
 from .cliargs import (
     EXIT_USER,
@@ -447,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
                      common, as_json)
     _add_everyday_commands(cmds.add)
     _add_tool_commands(cmds.add)
+    add_library_commands(cmds.add)  # sightings, unknowns, assign, not, ... (cli_library)
     add_web_commands(cmds.add)
     return parser
 

@@ -301,6 +301,8 @@ class Pipeline:
         self.recognizer = recognizer
         self.gallery = gallery
         self.sinks = list(sinks)
+        self.sightings: Any = None  # a gallery.sightings.SightingRecorder (app sets it): each
+        # decided track is stored, its event carries sighting_id (and file, ignored)
         self.preview = preview
         self.options = opts = options if options is not None else PipelineOptions()
         for cam in self.cameras:
@@ -563,8 +565,9 @@ class Pipeline:
         t_emb = time.monotonic()
         matches = (self.gallery.match_many(embs) if self.gallery is not None
                    else [_Unknown()] * len(todo))
-        for (w, tr, _, q), m, e in zip(todo, matches, embs, strict=True):
-            now = w.cam.tracker.observe(tr, m.name, float(m.score), q, e)
+        for (w, tr, crop, q), m, e in zip(todo, matches, embs, strict=True):
+            now = w.cam.tracker.observe(tr, m.name, float(m.score), q, e, crop=crop,
+                                        file=getattr(w.frame, "file", None))
             if now is not tr:  # a different person took over the box: a new track
                 w.tracks[w.tracks.index(tr)] = now
             if w.cam.snapshots is not None and q >= now.best_quality:  # a new best face
@@ -580,6 +583,8 @@ class Pipeline:
         cam, frame = w.cam, w.frame
         t_ev = time.monotonic()
         self._emit(cam, cam.tracker.pop_decisions(), frame)
+        if getattr(frame, "file", None) is not None:  # a still image is a scene of its own
+            self._emit(cam, cam.tracker.end_scene(), frame)
         done = time.monotonic()
         self.timer.add("events", done - t_ev)
         cam.frames += 1
@@ -616,6 +621,8 @@ class Pipeline:
             if cam.snapshots is not None:
                 extra["snapshot"] = (cam.snapshots.save(tr.snapshot, tr.id, tr.event, seen)
                                      if tr.snapshot is not None else None)
+            if self.sightings is not None:
+                extra.update(self.sightings.record(tr, src, seen, extra))
             ev = make_event(src, tr.event, tr.id, tr.box, tr.name, tr.score, time=seen, **extra)
             self.events += 1
             cam.events += 1

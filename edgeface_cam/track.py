@@ -66,6 +66,11 @@ class Track:
     decided_name: str | None = None  # the name of the last decision (None: unknown)
     cut_pending: bool = False  # a shot cut since the last embedding: check who this is
     snapshot: np.ndarray | None = None  # picture of the best face so far (pipeline-owned)
+    # The best face so far (highest quality) as the sighting stores it: its embedding (unit),
+    # aligned crop and, for still images, the file it came from.
+    best_embedding: np.ndarray | None = None
+    best_crop: np.ndarray | None = None
+    best_file: str | None = None
 
     @property
     def box(self) -> np.ndarray:
@@ -179,7 +184,8 @@ class Tracker:
         return quality > track.best_quality + self.quality_margin
 
     def observe(self, track: Track, name: str | None, score: float, quality: float,
-                embedding: np.ndarray | None = None) -> Track:
+                embedding: np.ndarray | None = None, crop: np.ndarray | None = None,
+                file: str | None = None) -> Track:
         """Record one embedding's gallery match. Returns the track that now holds the face:
         ``track`` itself, or a new one when ``embedding`` shows a different person than the
         track's recent embeddings (boxes can hand over between people who cross or swap
@@ -201,6 +207,8 @@ class Tracker:
         if quality >= self.min_quality:
             track.usable += 1
         track.last_embed_frame = self._frame
+        if embedding is not None and quality >= track.best_quality:
+            track.best_embedding, track.best_crop, track.best_file = track.recent[-1], crop, file
         track.best_quality = max(track.best_quality, float(quality))
         track.votes.append(Vote(name, float(score)))
         while len(track.votes) > self.vote_window:
@@ -273,6 +281,13 @@ class Tracker:
         """Tracks decided since the last call: a track appears at most twice in its life
         (decided, and once more if a stranger's track later earns a name)."""
         out, self._decided = self._decided, []
+        return out
+
+    def end_scene(self) -> list[Track]:
+        """A still image is a scene of its own: decide every live track and start afresh (no
+        track spans two images); the decisions pending."""
+        out = self.flush()
+        self.tracks = []
         return out
 
     def flush(self) -> list[Track]:

@@ -68,18 +68,35 @@ class Library:
 
     # ---- reads -------------------------------------------------------------------------------
     def sightings(self, name: str | None = None, unknown: bool = False,
-                  since: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Newest first; ``name``: that person's; ``unknown``: nobody's; ``since``: a time."""
-        where, params = ["1"], []
+                  since: str | None = None, limit: int | None = None, *,
+                  until: str | None = None, source: str | None = None,
+                  before_id: int | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``name``: that person's; ``unknown``: nobody's; ``since`` / ``until``:
+        times (until excluded); ``source``: one camera's; ``before_id``: ids below it (pages)."""
+        where: list[str] = ["1"]
+        params: list[object] = []
         if name is not None:
             where.append("s.person_id = ?")
             params.append(self.gallery._require(validate_name(name))[0])
         if unknown:
             where.append("s.person_id IS NULL")
-        if since is not None:
-            where.append("s.time >= ?")
-            params.append(parse_when(since))
-        return self.store.sightings(" AND ".join(where), params, limit)
+        for sql, value in (("s.time >= ?", since), ("s.time < ?", until)):
+            if value is not None:
+                where.append(sql)
+                params.append(parse_when(value))
+        if source is not None:
+            where.append("s.source = ?")
+            params.append(source)
+        if before_id is not None:
+            where.append("s.id < ?")
+            params.append(int(before_id))
+        order = "s.id DESC" if before_id is not None else "s.time DESC, s.id DESC"
+        return self.store.sightings(" AND ".join(where), params, limit, order=order)
+
+    def crop(self, sid: int) -> bytes | None:
+        """The sighting's aligned face crop as stored (JPEG), None when it has none."""
+        row = self.require_sighting(sid)
+        return row.get("crop")  # type: ignore[return-value]
 
     def groups(self, include_ignored: bool = False) -> list[dict[str, Any]]:
         """Open groups, largest first, each with its ``sightings`` (newest first)."""

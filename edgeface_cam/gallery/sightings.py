@@ -109,10 +109,12 @@ class SightingRecorder:
 
     # ---- the frame loop's side ---------------------------------------------------------------
     def record(self, track: Any, source: str, when: datetime,
-               snapshot: str | None = None) -> dict[str, Any]:
-        """Queue one decided track (``track.Track``); the event fields it gives: frame, file
-        (image sources), sighting_id, ignored."""
-        frame, file = getattr(track, "best_at", None) or (None, None)
+               event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Queue one decided track (``track.Track``); ``event``: its event's optional fields so
+        far (frame, snapshot). The fields it adds: file (still images), sighting_id, ignored."""
+        event = event or {}
+        frame, snapshot = event.get("frame"), event.get("snapshot")
+        file = getattr(track, "best_file", None)
         vector = getattr(track, "best_embedding", None)
         name = track.decided_name
         row: dict[str, Any] = {
@@ -136,7 +138,7 @@ class SightingRecorder:
             job = _Job(row, placed.group if placed and placed.new else None,
                        placed.merged if placed else [])
             self._put(job)
-        fields: dict[str, Any] = {"frame": frame}
+        fields: dict[str, Any] = {}
         if file is not None:
             fields["file"] = file
         fields["sighting_id"] = sid

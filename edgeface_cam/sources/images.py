@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..align import to_bgr
-from .base import FrameSource, SourceError, _Pacer
+from .base import Frame, FrameSource, SourceError, _Pacer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,16 @@ class ImageFolderSource(FrameSource):
             raise SourceError(f"no readable images in {path}")
         self.loop = loop
         self._pos = 0
+        self._file: str | None = None
         self._pacer = _Pacer(fps, self._closed)
+
+    def read(self) -> Frame | None:
+        """The next image as a frame; ``frame.file`` is its path (events and sightings carry
+        it, and the pipeline treats each image as a scene of its own)."""
+        frame = super().read()
+        if frame is not None:
+            frame.file = self._file  # type: ignore[attr-defined]
+        return frame
 
     def _next_image(self) -> np.ndarray | None:
         failures = 0
@@ -58,6 +67,7 @@ class ImageFolderSource(FrameSource):
                 failures += 1
                 continue
             self._pacer.wait()
+            self._file = str(p)
             return to_bgr(image)
         return None
 
