@@ -164,9 +164,6 @@ def test_upload_photos_to_add_a_person(system, browser_page, shots):
 
 def test_name_a_stranger_and_the_next_event_carries_the_name(system, browser_page, shots):
     page = browser_page
-    g = system.app.gallery()
-    if not hasattr(g, "sightings"):
-        pytest.skip("this gallery keeps no sightings yet (issue 13)")
     page.goto(f"{system.url}/strangers")
     deadline = time.monotonic() + 60
     while not page.locator(".group").count() and time.monotonic() < deadline:

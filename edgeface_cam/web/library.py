@@ -1,41 +1,185 @@
 """The face library over REST: sightings (history), groups of unknown faces, and the user's
-corrections ("this is X", "not X", ignore). The gallery does the work; these routes check the
-input and report with the CLI's ``--json`` objects."""
+corrections ("this is X", "not X", ignore). ``gallery.Library`` does the work (one transaction
+each, stale ids refused); these routes check the input and answer with the CLI's ``--json``
+objects (``report``)."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..gallery import GalleryError, Library
+from ..report import group_json, sighting_json
 from .api import state_of
 from .state import WebState
 
 router = APIRouter(tags=["library"])
+PAGE = 50
+MAX_PAGE = 500
 
 
 class NameBody(BaseModel):
     name: str
 
 
-def _library(state: WebState, create: bool = False) -> Any:
+def _library(state: WebState, create: bool = False) -> Library | None:
     g = state.gallery(create=create)
-    if g is not None and not hasattr(g, "sightings"):
-        raise HTTPException(501, "this gallery version keeps no sightings")
-    return g
+    return None if g is None else Library(g)
+
+
+def _require_library(state: WebState) -> Library:
+    lib = _library(state)
+    if lib is None:
+        raise HTTPException(404, "no gallery yet: nothing has been seen")
+    return lib
+
+
+def _not_found_or_bad(e: GalleryError) -> HTTPException:
+    """An unknown or stale id or name is 404 (the gallery's message says which and where it
+    went); anything else 409 (the request does not fit the library's state)."""
+    text = " ".join(str(e).split())
+    missing = text.startswith(("no ", "nobody")) or "no longer exists" in text or \
+        "was merged into" in text or "already assigned" in text
+    return HTTPException(404 if missing else 409, text)
+
+
+def _day_range(day: str | None) -> tuple[str | None, str | None]:
+    if not day:
+        return None, None
+    try:
+        d = date.fromisoformat(day)
+    except ValueError:
+        raise HTTPException(422, f"day: {day!r} is not a date (YYYY-MM-DD)") from None
+    return d.isoformat(), (d + timedelta(days=1)).isoformat()
+
+
+def list_sightings(state: WebState, *, name: str | None = None, unknown: bool = False,
+                   since: str | None = None, camera: str | None = None,
+                   day: str | None = None, cursor: int | None = None,
+                   limit: int = PAGE) -> tuple[list[dict[str, Any]], int | None]:
+    """One page, newest first, and the cursor of the next page (None: the last page)."""
+    lib = _library(state)
+    if lib is None:
+        return [], None
+    first, after = _day_range(day)
+    try:
+        rows = lib.sightings(name=name, unknown=unknown, since=since or first, until=after,
+                             source=camera, before_id=cursor, limit=limit + 1)
+    except GalleryError as e:
+        raise _not_found_or_bad(e) from None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [sighting_json(r) for r in rows], (int(rows[-1]["id"]) if more else None)
+
+
+def sightings_view(state: WebState, *, limit: int = PAGE, **query: Any) -> dict[str, Any]:
+    """The History page's rows and the link to the next page."""
+    rows, nxt = list_sightings(state, limit=limit, **query)
+    params = {k: v for k, v in query.items() if v and k != "cursor"}
+    return {"sightings": rows, "next_cursor": nxt,
+            "next_query": urlencode({**params, "cursor": nxt}) if nxt else ""}
 
 
 def unknowns_view(state: WebState, include_ignored: bool = False) -> list[dict[str, Any]]:
-    return []
+    lib = _library(state)
+    return [] if lib is None else [group_json(g) for g in lib.groups(include_ignored)]
 
 
-def sightings_view(state: WebState, **query: Any) -> dict[str, Any]:
-    return {"sightings": [], "next_cursor": None, "next_query": ""}
-
-
+# --- sightings ----------------------------------------------------------------------------------
 @router.get("/api/sightings")
-def sightings(request: Request) -> Response:
-    _library(state_of(request))
-    raise HTTPException(501, "not yet")
+def sightings(request: Request, response: Response, name: str | None = None,
+              unknown: bool = False, since: str | None = None, camera: str | None = None,
+              day: str | None = None, cursor: int | None = Query(None, ge=1),
+              limit: int = Query(PAGE, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+    """Newest first, ``limit`` a page (at most 500); the next page's ``cursor`` is in the
+    ``X-Next-Cursor`` header (and a ``Link: rel="next"``), absent on the last page. ``since``:
+    ISO 8601 or an age (30m, 2h, 7d); ``day``: YYYY-MM-DD; ``camera``: the source's name."""
+    if name is not None and unknown:
+        raise HTTPException(422, "give name or unknown, not both")
+    rows, nxt = list_sightings(state_of(request), name=name, unknown=unknown, since=since,
+                               camera=camera, day=day, cursor=cursor, limit=limit)
+    if nxt is not None:
+        response.headers["X-Next-Cursor"] = str(nxt)
+        query = dict(request.query_params) | {"cursor": str(nxt)}
+        response.headers["Link"] = f'</api/sightings?{urlencode(query)}>; rel="next"'
+    return rows
+
+
+@router.get("/api/sightings/{id}/crop.jpg")
+def sighting_crop(id: int, request: Request) -> Response:
+    """The sighting's aligned face crop (JPEG)."""
+    lib = _require_library(state_of(request))
+    try:
+        crop = lib.crop(id)
+    except GalleryError as e:
+        raise _not_found_or_bad(e) from None
+    if crop is None:
+        raise HTTPException(404, f"sighting {id} has no crop")
+    return Response(crop, media_type="image/jpeg",
+                    headers={"cache-control": "private, max-age=3600"})
+
+
+@router.post("/api/sightings/{id}/not")
+async def sighting_not(id: int, body: NameBody, request: Request) -> dict[str, Any]:
+    """"Not this person": the face becomes a negative of ``name``; the sighting is unknown."""
+    lib = _require_library(state_of(request))
+    try:
+        stored = await run_in_threadpool(lib.mark_not, id, body.name)
+    except GalleryError as e:
+        raise _not_found_or_bad(e) from None
+    return {"sighting": id, "not": stored}
+
+
+@router.post("/api/sightings/{id}/assign")
+async def sighting_assign(id: int, body: NameBody, request: Request) -> dict[str, Any]:
+    """"This is ``name``" (new or existing) for one sighting."""
+    lib = _require_library(state_of(request))
+
+    def run() -> str:
+        return lib.assign(body.name, lib.faces_for(sighting=id), sighting=id)
+
+    try:
+        stored = await run_in_threadpool(run)
+    except GalleryError as e:
+        raise _not_found_or_bad(e) from None
+    return {"sighting": id, "name": stored}
+
+
+# --- groups of unknown faces --------------------------------------------------------------------
+@router.get("/api/unknowns")
+def unknowns(request: Request, all: bool = False) -> list[dict[str, Any]]:
+    """Groups of unknown faces, largest first, with their sightings; ``all``: ignored too."""
+    return unknowns_view(state_of(request), include_ignored=all)
+
+
+@router.post("/api/unknowns/{id}/assign")
+async def unknown_assign(id: int, body: NameBody, request: Request) -> dict[str, Any]:
+    """"This is ``name``": the group's best faces (at most 10) enrolled as that person."""
+    lib = _require_library(state_of(request))
+
+    def run() -> tuple[str, int]:
+        faces = lib.faces_for(cluster=id)
+        return lib.assign(body.name, faces, cluster=id), len(faces)
+
+    try:
+        stored, n = await run_in_threadpool(run)
+    except GalleryError as e:
+        raise _not_found_or_bad(e) from None
+    return {"group": id, "name": stored, "faces": n}
+
+
+@router.post("/api/unknowns/{id}/ignore")
+def unknown_ignore(id: int, request: Request) -> dict[str, Any]:
+    """The group is no longer listed by default; its later faces join it quietly."""
+    lib = _require_library(state_of(request))
+    try:
+        lib.ignore(id)
+    except GalleryError as e:
+        raise _not_found_or_bad(e) from None
+    return {"group": id, "ignored": True}

@@ -19,6 +19,8 @@ from .status import status_json
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(TEMPLATES))
+# "2026-12-01T11:10:05.854+00:00" -> "2026-12-01 11:10:05" (UTC, as stored)
+templates.env.filters["when"] = lambda t: str(t)[:19].replace("T", " ") if t else ""
 NAV = [("live", "Live"), ("people", "People"), ("strangers", "Strangers"),
        ("history", "History"), ("status", "Status")]
 THUMBS = 6
