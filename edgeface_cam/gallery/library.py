@@ -53,8 +53,7 @@ def parse_when(text: str, now: datetime | None = None) -> str:
 def _nearest(wanted: int, ids: Sequence[int]) -> str:
     if not ids:
         return ""
-    near = sorted(ids, key=lambda i: (abs(i - wanted), i))[:3]
-    return f" (did you mean {' or '.join(str(i) for i in sorted(near))}?)"
+    return f" (did you mean {min(ids, key=lambda i: (abs(i - wanted), i))}?)"
 
 
 class Library:

@@ -294,6 +294,9 @@ class Store:
             raise GalleryError(f"cannot {what}: gallery {self.path} is read-only")
         with self.lock:
             db = self.db
+            if db.conn.in_transaction:  # inside this thread's own transaction: part of it
+                yield
+                return
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
