@@ -6,7 +6,9 @@ fixture people and scenes, enrols one photo of each person through the CLI and i
 name both, the group of strangers is six unknowns), and writes all of it to JSON.
 
 ``compare REF OTHER`` matches the faces of two dumps (same image, nearest box) and checks the bound
-for results on two CPUs: the same names, embedding cosine >= 0.999, identify scores within 0.02.
+for results on two CPUs: the same names, embedding cosine >= 0.999 on average and >= 0.995 for every
+face, identify scores within 0.02. (Every face >= 0.999 does not hold: LiteRT's int8 kernels round
+differently on ARM's NEON and x86's AVX; measured on emulated Cortex-A72/A76, see BENCHMARKS.md.)
 It prints one line (cosine min/mean, box/landmark pixel differences, score differences) and exits
 1 when the bound is broken.
 
@@ -27,7 +29,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-MIN_COSINE = 0.999
+MIN_MEAN_COSINE = 0.999
+MIN_COSINE = 0.995
 MAX_SCORE_DIFF = 0.02
 # One enrolment photo per person (the first); every other photo of theirs must name them.
 PEOPLE_NAMES = {"obama": "Barack Obama", "biden": "Joe Biden", "alex_lacamoire": "Alex Lacamoire",
@@ -167,6 +170,8 @@ def compare(args: argparse.Namespace) -> int:
         problems.append("no face in common")
     elif min(cosines) < args.min_cosine:
         problems.append(f"cosine {min(cosines):.5f} < {args.min_cosine}")
+    if cosines and sum(cosines) / len(cosines) < args.min_mean_cosine:
+        problems.append(f"mean cosine {sum(cosines) / len(cosines):.5f} < {args.min_mean_cosine}")
     if score_d and max(score_d) > args.max_score_diff:
         problems.append(f"score difference {max(score_d):.4f} > {args.max_score_diff}")
     problems += [f"{other['machine']}: {b}" for b in other.get("broken_facts", [])]
@@ -192,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="check two dumps agree within the bound")
     c.add_argument("ref")
     c.add_argument("other")
-    c.add_argument("--min-cosine", type=float, default=MIN_COSINE)
+    c.add_argument("--min-cosine", type=float, default=MIN_COSINE, help="every face")
+    c.add_argument("--min-mean-cosine", type=float, default=MIN_MEAN_COSINE)
     c.add_argument("--max-score-diff", type=float, default=MAX_SCORE_DIFF)
     args = parser.parse_args(argv)
     return dump(args) if args.command == "dump" else compare(args)

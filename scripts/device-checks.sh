@@ -5,7 +5,7 @@
 # cross-CPU comparison), the demo clip cut short, and the tests marked `device`.
 # Usage: scripts/device-checks.sh TAG PYTHON COMMAND OUT [pytest args...]
 #   PYTHON: the venv's python; COMMAND: its edgeface-cam; OUT: a folder for TAG-*.log, TAG.json.
-# Environment: EDGEFACE_SHARED (default ../shared), DEMO_FRAMES (default 20).
+# Environment: EDGEFACE_SHARED (default ../shared), DEMO_FRAMES (default 30).
 # Prints one line "TAG: step ok|FAIL ..." and exits non-zero when any step failed.
 set -uo pipefail
 TAG=$1 PY=$2 CMD=$3 OUT=$4
@@ -40,7 +40,7 @@ step() {  # step NAME COMMAND...: run it from / with the private home, log, time
 step self-test "$PY" -c "from edgeface_cam.embed import Embedder; e = Embedder(); print(e.name, 'on', e.runtime, 'cosine', round(e.check(), 5))"
 step doctor "$CMD" doctor --no-camera
 step identify "$PY" "$REPO/scripts/cross_cpu.py" dump --shared "$SHARED" --out "$OUT/$TAG.json"
-step demo "$CMD" demo --no-preview --max-frames "${DEMO_FRAMES:-20}"
+step demo "$CMD" demo --no-preview --max-frames "${DEMO_FRAMES:-30}"
 # From the checkout (tests/ and its conftest); the shared folder as the tests look for it.
 t0=$(date +%s)
 env -u EDGEFACE_CAM_CONFIG EDGEFACE_SHARED="$SHARED" HOME="$HOME_DIR" "$PY" -m pytest -q -p no:cacheprovider -m device "$@" \

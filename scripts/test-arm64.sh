@@ -178,7 +178,8 @@ for kind in quickstart pios; do
   if ! twin=$(x86_twin "$kind" "$pins"); then
     verdicts+=("$kind: x86 twin ($pins) did not install"); rc=1; continue
   fi
-  (cd / && "$twin/bin/python" "$REPO/scripts/cross_cpu.py" dump --shared "$SHARED" \
+  # PYTHONPATH: this checkout, should the cached twin's editable install point at an older clone.
+  (cd / && PYTHONPATH=$REPO "$twin/bin/python" "$REPO/scripts/cross_cpu.py" dump --shared "$SHARED" \
     --out "$OUT/$kind-x86.json") || { verdicts+=("$kind: x86 dump failed"); rc=1; continue; }
   if line=$(python3 "$REPO/scripts/cross_cpu.py" compare "$OUT/$kind-x86.json" "$OUT/$kind.json"); then
     verdicts+=("$kind: $line")
