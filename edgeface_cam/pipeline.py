@@ -583,7 +583,7 @@ class Pipeline:
         cam, frame = w.cam, w.frame
         t_ev = time.monotonic()
         self._emit(cam, cam.tracker.pop_decisions(), frame)
-        if getattr(frame, "file", None) is not None:  # a still image is a scene of its own
+        if getattr(frame, "scene_ends", False):  # a still image is a scene of its own
             self._emit(cam, cam.tracker.end_scene(), frame)
         done = time.monotonic()
         self.timer.add("events", done - t_ev)

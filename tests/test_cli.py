@@ -19,7 +19,8 @@ pytestmark = pytest.mark.device
 
 OBAMA, BIDEN = "Barack Obama", "Joe Biden"
 COMMANDS = ["run", "enroll", "list", "remove", "rename", "reembed", "identify", "verify", "demo",
-            "bench", "doctor"]
+            "bench", "doctor", "sightings", "unknowns", "assign", "not", "ignore", "forget",
+            "backup", "restore"]
 
 
 @pytest.fixture(autouse=True)

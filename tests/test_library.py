@@ -522,3 +522,18 @@ def test_backup_and_restore_through_the_cli(capsys, tmp_path, faces):
     assert code == 0 and "(1 people)" in out, err
     code, out, _ = cli(capsys, "sightings", "--json", "--db", db)
     assert len(json.loads(out)) == 5
+
+
+def test_no_track_spans_two_images_of_a_folder(capsys, tmp_path, faces):
+    """The same photo three times in a folder: three scenes, three tracks, three sightings
+    (one track would hold them all if images were frames of one scene: the box is the same)."""
+    folder = _folder(tmp_path, "same", [faces.paths[0]] * 3)
+    events = tmp_path / "ev.jsonl"
+    # motion off: identical images do not move (the motion gate is not what is tested here)
+    code, _, err = cli(capsys, "run", "--source", folder, "--db", tmp_path / "g.db", "--events",
+                       events, "--no-preview", "--set", "web.enabled=false", "--set",
+                       "motion.enabled=false")
+    assert code == 0, err
+    evs = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["file"] for e in evs] == [str(folder / f"{k:02d}.jpg") for k in range(3)]
+    assert len({e["track_id"] for e in evs}) == 3 and len({e["sighting_id"] for e in evs}) == 3

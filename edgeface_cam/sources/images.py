@@ -46,10 +46,12 @@ class ImageFolderSource(FrameSource):
 
     def read(self) -> Frame | None:
         """The next image as a frame; ``frame.file`` is its path (events and sightings carry
-        it, and the pipeline treats each image as a scene of its own)."""
+        it). ``frame.scene_ends``: the next frame is another image, so the pipeline ends every
+        track here (no track spans two images); one image looped stands for a camera."""
         frame = super().read()
         if frame is not None:
             frame.file = self._file  # type: ignore[attr-defined]
+            frame.scene_ends = len(self.paths) > 1  # type: ignore[attr-defined]
         return frame
 
     def _next_image(self) -> np.ndarray | None:
