@@ -11,14 +11,17 @@ their members: ``sum_a . sum_b / (n_a n_b)``) and merged when they now look like
 makes the result hardly depend on the order faces arrive in.
 
 Why not a library. On this machine (2 cores) with the shipped model's embeddings of 10,000
-CelebA faces (benchmarks/groups.py, figures in BENCHMARKS.md): scipy's
-``linkage(method="average")`` needs the condensed distance matrix (n^2/2 float64: 400 MB at
-10,000) and scikit-learn's ``AgglomerativeClustering(linkage="average")`` the full one (800 MB),
-both over the 200 MB budget and neither incremental (every new face would mean a rerun), and
-neither is on the Pi's install list (scipy alone is a 40 MB wheel). This module keeps one
-(groups x 512) float32 matrix, regroups 10,000 faces in about a second and places a new one in
-well under a millisecond, with BCubed precision/recall within a few points of scipy's average
-linkage at the same cut (see BENCHMARKS.md).
+CelebA faces (benchmarks/library.py, figures in BENCHMARKS.md): scipy's
+``linkage(method="average")`` and scikit-learn's ``AgglomerativeClustering(linkage="average")``
+(which calls it) need the condensed distance matrix in float64 (n^2/2 values: 430 MB at their
+peak for 10,000 faces), over the 200 MB budget and growing with the square; neither is
+incremental (every new face would mean a rerun), and
+neither is on the Pi's install list (scipy alone is a 40 MB wheel). At the same cut they took
+11-21 s for 10,000 faces; this module keeps one (groups x 512) float32 matrix, regroups the
+same 10,000 in a few seconds within 20 MB, and places a new face in well under a millisecond.
+The price is order: a face joins the best group above the cut when it arrives, before its
+closest partner may have come, so at the same cut its precision is lower than the exact
+agglomeration's; the cut (``JOIN``) is chosen for this module's own curve.
 
 Pure numpy and no SQL: the store hands over (group id, vector) rows, the recorder and the
 library write back what this decides.
@@ -32,12 +35,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # The mean cosine between a face and a group's members (and between two groups' members) at or
-# above which they are one person. Chosen on celeba-subset (299 identities, 5,141 in-the-wild
-# faces embedded by the shipped XS model through the device path) for BCubed precision >= 0.95:
-# see BENCHMARKS.md ("Groups of unknown faces") for the curve. Lower than
-# recognizer.threshold (a best-of-many match) because a mean over members is lower than the best
-# of them for the same person.
-JOIN = 0.3
+# above which they are one person. Chosen on CelebA faces embedded by the shipped XS model
+# through the device path (benchmarks/library.py, BENCHMARKS.md "Face library"): on
+# celeba-subset (299 people, 5,141 in-the-wild faces) 0.30 / 0.35 / 0.40 give BCubed precision
+# 0.964 / 0.987 / 0.990 and recall 0.911 / 0.883 / 0.829; on celeba-10k (5,134 people, 8,927
+# small tight crops, mostly one or two faces a person) precision 0.724 / 0.898 / 0.970 and recall
+# 0.887 / 0.906 / 0.891. 0.35 holds both sets near 0.9 and above; precision matters more than
+# recall here, since `assign` enrols a group's faces as one person (a split group is only one
+# more assign). Lower than a typical recognizer threshold would suggest because a mean over
+# members is lower than the best of them for the same person.
+JOIN = 0.35
 
 _GROW = 256  # rows added to the matrix at a time
 

@@ -232,8 +232,9 @@ def backup(gallery: Gallery, dest: str | Path) -> Path:
     dest = Path(dest).expanduser()
     if dest.is_dir():
         raise GalleryError(f"backup: {dest} is a folder; give a file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent if
-                               dest.parent.exists() else None)
+    if not dest.parent.is_dir():
+        raise GalleryError(f"backup: folder {dest.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     os.close(fd)
     try:
         gallery._store.backup_to(Path(tmp))
