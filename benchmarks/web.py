@@ -130,32 +130,44 @@ def live(window: float = 10.0) -> dict:
 
 
 def _fill(folder: Path, people: int = 50, sightings: int = 10_000) -> bool:
-    """A gallery of ``people`` (one real face each) and, when it keeps them, ``sightings``."""
+    """A gallery of ``people`` (one real face each) and ``sightings`` unknown ones, recorded as
+    the pipeline records them: 200 strangers' faces (a real crop, vectors spread around 200
+    centres) so that they gather into groups."""
+    from datetime import datetime, timedelta, timezone
+
     from edgeface_cam.app import App
     from edgeface_cam.config import Config
     from edgeface_cam.enroll import samples_from_images
+    from edgeface_cam.gallery import SightingRecorder
 
     photo = ROOT.parent / "shared/fixtures/people/obama/obama_1.jpg"
+    rng = np.random.default_rng(0)
     with App(Config(), str(folder / "gallery.db")) as app:
         sample = samples_from_images(app, [photo])[0]
         g = app.gallery()
-        rng = np.random.default_rng(0)
         for i in range(people):
             v = sample.result.embedding + 0.05 * rng.standard_normal(512).astype(np.float32)
             g.enroll(f"Person {i:03d}", v[None], crops=[sample.result.crop])
-        add = getattr(g, "add_sighting", None)
-        if add is None:
-            return False
+        recorder = SightingRecorder(g.path, g.fingerprint)
+        centres = rng.standard_normal((200, 512)).astype(np.float32)
+        start = datetime.now(timezone.utc) - timedelta(days=5)
         for i in range(sightings):
-            v = rng.standard_normal(512).astype(np.float32)
-            add(source="door", frame=i, track_id=i, name=None, score=0.1,
-                vector=v / np.linalg.norm(v), quality=0.8, crop=sample.result.crop)
+            v = centres[i % 200] + 0.6 * rng.standard_normal(512).astype(np.float32)
+            track = SimpleNamespace(id=i, score=0.1, best_quality=0.8, decided_name=None,
+                                    best_crop=sample.result.crop, best_embedding=v,
+                                    best_file=None)
+            recorder.record(track, "door", start + timedelta(seconds=40 * i), {"frame": i})
+            if i % 200 == 199:
+                recorder.flush()  # a camera's pace, not a bulk load: the queue never overflows
+        recorder.close()
     return True
 
 
 def api(calls: int = 40) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
         has_sightings = _fill(Path(tmp))
+        print(f"filled in {time.monotonic() - t0:.0f} s", file=sys.stderr)
         server, token = _server(Path(tmp))
         paths = ["/api/health", "/api/people", "/api/status", "/metrics", "/live", "/people",
                  "/status", "/strangers", "/history"]

@@ -97,11 +97,15 @@ class Library:
         row = self.require_sighting(sid)
         return row.get("crop")  # type: ignore[return-value]
 
-    def groups(self, include_ignored: bool = False) -> list[dict[str, Any]]:
-        """Open groups, largest first, each with its ``sightings`` (newest first)."""
+    def groups(self, include_ignored: bool = False, limit: int | None = None,
+               offset: int = 0, members: int | None = None) -> list[dict[str, Any]]:
+        """Open groups, largest first, each with its ``sightings`` (newest first). A page:
+        ``limit`` groups from ``offset``, each with at most ``members`` sightings (``size``
+        still counts them all): the web UI's pages stay fast with 10,000 sightings."""
         out = []
-        for g in self.store.group_list(include_ignored):
-            g["sightings"] = self.store.sightings("s.group_id = ?", [g["id"]])
+        rows = self.store.group_list(include_ignored)
+        for g in rows[offset:None if limit is None else offset + limit]:
+            g["sightings"] = self.store.sightings("s.group_id = ?", [g["id"]], limit=members)
             out.append(g)
         return out
 

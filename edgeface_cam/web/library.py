@@ -22,6 +22,8 @@ from .state import WebState
 router = APIRouter(tags=["library"])
 PAGE = 50
 MAX_PAGE = 500
+GROUP_PAGE = 50  # groups a page of /api/unknowns
+MEMBERS = 50  # sightings listed per group (its size counts them all)
 
 
 class NameBody(BaseModel):
@@ -86,9 +88,26 @@ def sightings_view(state: WebState, *, limit: int = PAGE, **query: Any) -> dict[
             "next_query": urlencode({**params, "cursor": nxt}) if nxt else ""}
 
 
-def unknowns_view(state: WebState, include_ignored: bool = False) -> list[dict[str, Any]]:
+def list_unknowns(state: WebState, include_ignored: bool = False, offset: int = 0,
+                  limit: int = GROUP_PAGE, members: int = MEMBERS
+                  ) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of groups, largest first, and the next page's offset (None: the last)."""
     lib = _library(state)
-    return [] if lib is None else [group_json(g) for g in lib.groups(include_ignored)]
+    if lib is None:
+        return [], None
+    rows = lib.groups(include_ignored, limit=limit + 1, offset=offset, members=members)
+    nxt = offset + limit if len(rows) > limit else None
+    return [group_json(g) for g in rows[:limit]], nxt
+
+
+def unknowns_view(state: WebState, include_ignored: bool = False,
+                  cursor: int | None = None) -> dict[str, Any]:
+    """The Strangers page's groups and the link to the next page."""
+    groups, nxt = list_unknowns(state, include_ignored, offset=cursor or 0, limit=24,
+                                members=24)
+    query = {"all": "true"} if include_ignored else {}
+    return {"groups": groups, "next_cursor": nxt,
+            "next_query": urlencode({**query, "cursor": nxt}) if nxt else ""}
 
 
 # --- sightings ----------------------------------------------------------------------------------
@@ -104,11 +123,15 @@ def sightings(request: Request, response: Response, name: str | None = None,
         raise HTTPException(422, "give name or unknown, not both")
     rows, nxt = list_sightings(state_of(request), name=name, unknown=unknown, since=since,
                                camera=camera, day=day, cursor=cursor, limit=limit)
-    if nxt is not None:
-        response.headers["X-Next-Cursor"] = str(nxt)
-        query = dict(request.query_params) | {"cursor": str(nxt)}
-        response.headers["Link"] = f'</api/sightings?{urlencode(query)}>; rel="next"'
+    _next_page(request, response, nxt)
     return rows
+
+
+def _next_page(request: Request, response: Response, cursor: int | None) -> None:
+    if cursor is not None:
+        response.headers["X-Next-Cursor"] = str(cursor)
+        query = dict(request.query_params) | {"cursor": str(cursor)}
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
 
 
 @router.get("/api/sightings/{id}/crop.jpg")
@@ -153,9 +176,16 @@ async def sighting_assign(id: int, body: NameBody, request: Request) -> dict[str
 
 # --- groups of unknown faces --------------------------------------------------------------------
 @router.get("/api/unknowns")
-def unknowns(request: Request, all: bool = False) -> list[dict[str, Any]]:
-    """Groups of unknown faces, largest first, with their sightings; ``all``: ignored too."""
-    return unknowns_view(state_of(request), include_ignored=all)
+def unknowns(request: Request, response: Response, all: bool = False,
+             cursor: int = Query(0, ge=0), limit: int = Query(GROUP_PAGE, ge=1, le=MAX_PAGE),
+             members: int = Query(MEMBERS, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+    """Groups of unknown faces, largest first, each with its newest ``members`` sightings
+    (``size`` counts them all); ``all``: ignored groups too. Paged like /api/sightings: the
+    next page's ``cursor`` is in ``X-Next-Cursor`` and ``Link``."""
+    groups, nxt = list_unknowns(state_of(request), all, offset=cursor, limit=limit,
+                                members=members)
+    _next_page(request, response, nxt)
+    return groups
 
 
 @router.post("/api/unknowns/{id}/assign")

@@ -75,10 +75,12 @@ def face_thumb(name: str, index: int, request: Request) -> Response:
 
 
 @router.get("/strangers")
-def strangers_page(request: Request, all: bool = False) -> HTMLResponse:
+def strangers_page(request: Request, all: bool = False,
+                   cursor: int | None = None) -> HTMLResponse:
     state = state_of(request)
     g = state.gallery()
-    return page(request, "strangers", groups=unknowns_view(state, include_ignored=all),
+    return page(request, "strangers", **unknowns_view(state, include_ignored=all,
+                                                      cursor=cursor),
                 names=[p.name for p in g.people()] if g is not None else [], show_all=all)
 
 
