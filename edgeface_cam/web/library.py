@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..gallery import GalleryError, Library
+from ..gallery import GalleryError, Library, parse_when, validate_name
 from ..report import group_json, sighting_json
 from .api import state_of
 from .state import WebState
@@ -70,6 +70,11 @@ def list_sightings(state: WebState, *, name: str | None = None, unknown: bool = 
     if lib is None:
         return [], None
     first, after = _day_range(day)
+    if since:
+        try:
+            parse_when(since)
+        except GalleryError as e:
+            raise HTTPException(422, f"since: {e}") from None
     try:
         rows = lib.sightings(name=name, unknown=unknown, since=since or first, until=after,
                              source=camera, before_id=cursor, limit=limit + 1)
@@ -151,6 +156,7 @@ def sighting_crop(id: int, request: Request) -> Response:
 @router.post("/api/sightings/{id}/not")
 async def sighting_not(id: int, body: NameBody, request: Request) -> dict[str, Any]:
     """"Not this person": the face becomes a negative of ``name``; the sighting is unknown."""
+    validate_name(body.name)
     lib = _require_library(state_of(request))
     try:
         stored = await run_in_threadpool(lib.mark_not, id, body.name)
@@ -162,6 +168,7 @@ async def sighting_not(id: int, body: NameBody, request: Request) -> dict[str, A
 @router.post("/api/sightings/{id}/assign")
 async def sighting_assign(id: int, body: NameBody, request: Request) -> dict[str, Any]:
     """"This is ``name``" (new or existing) for one sighting."""
+    validate_name(body.name)
     lib = _require_library(state_of(request))
 
     def run() -> str:
@@ -191,6 +198,7 @@ def unknowns(request: Request, response: Response, all: bool = False,
 @router.post("/api/unknowns/{id}/assign")
 async def unknown_assign(id: int, body: NameBody, request: Request) -> dict[str, Any]:
     """"This is ``name``": the group's best faces (at most 10) enrolled as that person."""
+    validate_name(body.name)
     lib = _require_library(state_of(request))
 
     def run() -> tuple[str, int]:
