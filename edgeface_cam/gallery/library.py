@@ -92,6 +92,10 @@ class Library:
         order = "s.id DESC" if before_id is not None else "s.time DESC, s.id DESC"
         return self.store.sightings(" AND ".join(where), params, limit, order=order)
 
+    def count(self) -> int:
+        """Sightings stored (the web UI's /metrics)."""
+        return self.store.sighting_count()
+
     def crop(self, sid: int) -> bytes | None:
         """The sighting's aligned face crop as stored (JPEG), None when it has none."""
         row = self.require_sighting(sid)

@@ -460,6 +460,9 @@ class Store:
         return int(rows[0][0]) if rows else 0
 
     # ---- sightings -------------------------------------------------------------------------
+    def sighting_count(self) -> int:
+        return int(self._all("SELECT COUNT(*) FROM sightings")[0][0])
+
     def insert_sighting(self, row: dict[str, object]) -> None:
         """One sighting (its id given); a crop given as an image is stored as a JPEG."""
         crop = row.get("crop")

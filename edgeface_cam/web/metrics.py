@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..gallery import Library
 from .state import WebState
 
 
@@ -46,9 +47,8 @@ class _Collector:
         g = self.state.gallery()
         yield GaugeMetricFamily("edgeface_people", "people enrolled",
                                 value=len(g.people()) if g is not None else 0)
-        count = getattr(g, "sighting_count", None)
-        if callable(count):
-            yield GaugeMetricFamily("edgeface_sightings", "sightings stored", value=count())
+        yield GaugeMetricFamily("edgeface_sightings", "sightings stored",
+                                value=Library(g).count() if g is not None else 0)
 
 
 def render(state: WebState) -> tuple[bytes, str]:
