@@ -78,7 +78,9 @@ class Library:
             where.append("s.person_id = ?")
             params.append(self.gallery._require(validate_name(name))[0])
         if unknown:
-            where.append("s.person_id IS NULL")
+            # "+": not through the person index (10,000 unknowns sorted by time took 55 ms);
+            # the time index walks newest first and LIMIT stops early (0.1 ms).
+            where.append("+s.person_id IS NULL")
         for sql, value in (("s.time >= ?", since), ("s.time < ?", until)):
             if value is not None:
                 where.append(sql)
