@@ -189,6 +189,33 @@ def test_name_a_stranger_and_the_next_event_carries_the_name(system, browser_pag
     page.screenshot(path=str(shots / "history.png"))
 
 
+def test_open_a_group_and_untick_a_face_before_naming_it(system, browser_page):
+    """Only the ticked faces are named; the unticked one stays a stranger."""
+    from edgeface_cam.gallery import Library
+
+    page = browser_page
+    page.goto(f"{system.url}/strangers")
+    groups = page.locator(".group")
+    pick = next((groups.nth(i) for i in range(groups.count())
+                 if groups.nth(i).locator("input[name=sighting]").count() >= 2), None)
+    if pick is None:
+        pytest.skip("no group of two or more faces to untick")
+    pick.locator("summary").click()
+    boxes = pick.locator("input[name=sighting]")
+    kept = [boxes.nth(i).get_attribute("value") for i in range(boxes.count() - 1)]
+    left = boxes.nth(boxes.count() - 1).get_attribute("value")
+    boxes.nth(boxes.count() - 1).uncheck()
+    pick.locator("input[name=name]").fill("Second Guest")
+    pick.locator("form.assign button[type=submit]").click()
+    page.wait_for_selector("#msg:not([hidden])")
+    assert "named Second Guest" in page.inner_text("#msg")
+    page.wait_for_timeout(1500)  # the page reloads itself after naming
+    page.wait_for_load_state()
+    lib = Library(system.app.gallery())
+    assert lib.require_sighting(int(left))["name"] is None
+    assert all(lib.require_sighting(int(k))["name"] == "Second Guest" for k in kept)
+
+
 def test_status_page_and_a_phone_sized_screen(system, browser_page, shots):
     page = browser_page
     page.goto(f"{system.url}/status")
