@@ -273,6 +273,21 @@ def test_not_stops_a_repeated_false_accept_and_keeps_the_person_recognised(tmp_p
         assert [g.match(faces.vecs[i]).name for i in strangers[1:]] == [None] * (
             len(strangers) - 1)
         assert [g.match(faces.vecs[i]).name for i in own] == ["X"] * len(own)
+        # A running service (its own connection) picks the negative up at its next refresh.
+        with Gallery(db, FP, threshold=threshold) as service:
+            assert service.match(faces.vecs[strangers[1]]).name is None
+
+
+def test_assign_one_sighting_to_a_new_person(tmp_path, faces):
+    db = tmp_path / "g.db"
+    Gallery(db, FP).close()
+    i = of(faces, sorted(set(faces.labels))[5])
+    [f] = record_all(db, [(faces.vecs[i[0]], None)])
+    with Gallery(db, FP, threshold=0.35) as g:
+        lib = Library(g)
+        lib.assign("Sol", lib.faces_for(sighting=f["sighting_id"]), sighting=f["sighting_id"])
+        assert lib.sightings()[0]["name"] == "Sol" and lib.groups() == []
+        assert g.match(faces.vecs[i[1]]).name == "Sol"
 
 
 # --- forget, stale ids, backup, restore ----------------------------------------------------------

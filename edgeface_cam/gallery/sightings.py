@@ -130,7 +130,7 @@ class SightingRecorder:
                        model_fingerprint=self.fingerprint)
         with self._lock:
             row["id"] = sid = self._ids.take()
-            row["person_id"] = None if name is None else self._people.get(name)
+            row["person_id"] = None if name is None else self._person_id(name)
             placed = None
             if name is None and vector is not None:
                 placed = self._groups.place(v, self._gids.take)
@@ -144,6 +144,14 @@ class SightingRecorder:
         fields["sighting_id"] = sid
         fields["ignored"] = bool(placed and placed.ignored)
         return fields
+
+    def _person_id(self, name: str) -> int | None:
+        """The person's id; one query when they were enrolled since the last reload."""
+        pid = self._people.get(name)
+        if pid is None:
+            found = self._store.people_matching(name)
+            pid = self._people[name] = found[0][0] if found else None  # type: ignore[assignment]
+        return pid
 
     def _put(self, job: _Job) -> None:
         try:
