@@ -122,23 +122,32 @@ class WebBeside:
 
 @contextlib.contextmanager
 def web_beside(cfg: Config, db: str | None) -> Iterator[WebBeside]:
-    """``run``'s web server when web.enabled; a port in use is logged and the camera runs on
-    without it (a door camera must not stop for its web page)."""
-    server = hub = None
-    if cfg.web.enabled:
-        from .web import LiveHub, start_web
+    """``run``'s web server when web.enabled, started in the background while the camera and
+    model load (the web stack's import is not on the way to the first frame). A port in use is
+    logged and the camera runs on without it (a door camera must not stop for its web page)."""
+    if not cfg.web.enabled:
+        yield WebBeside(None, None)
+        return
+    from .web.live import LiveHub
 
-        hub = LiveHub(cfg.web.live_fps)
+    beside = WebBeside(None, LiveHub(cfg.web.live_fps))
+
+    def start() -> None:
+        from .web import start_web
+
         try:
-            server = start_web(cfg, db, hub)
-        except UserError as e:
-            log.error("web UI off: %s", e)
-            hub = None
+            beside.server = start_web(cfg, db, beside.hub)
+        except Exception as e:  # any failure: the camera goes on without its web page
+            log.error("web UI off: %s", " ".join(str(e).split()) or type(e).__name__)
+
+    starter = threading.Thread(target=start, name="web-start", daemon=True)
+    starter.start()
     try:
-        yield WebBeside(server, hub)
+        yield beside
     finally:
-        if server is not None:
-            server.stop()
+        starter.join(timeout=30)
+        if beside.server is not None:
+            beside.server.stop()
 
 
 def demo_web(app: App, gallery: Any, sinks: list[Any], listen: str | None) -> int:

@@ -166,10 +166,3 @@ def decode_image(data: bytes, label: str = "image") -> np.ndarray:
     if image is None:
         raise UploadError(422, f"{label}: a damaged {kind} (it does not decode)")
     return image
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError(f"cannot encode a picture of shape {image.shape} as JPEG")
-    return buf.tobytes()

@@ -5,7 +5,8 @@ The pipeline's worker calls ``LiveHub.on_frame`` after every frame: it keeps a r
 frame and a copy of the few track fields the overlay needs (microseconds; nothing is drawn or
 encoded there). Drawing and JPEG encoding happen in the web server's threads, only while a
 stream or snapshot asks, at most ``live_fps`` times a second per camera, and a picture is
-encoded once however many browsers watch it.
+encoded once however many browsers watch it. Importing this module costs no web stack: ``run``
+builds the hub at once and starts the server beside the camera.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+import cv2
 
 from ..events import EventSink
 from ..preview import draw_overlay
-from .images import encode_jpeg
 
 RECENT_EVENTS = 50
 BOUNDARY = "frame"
@@ -36,6 +36,13 @@ class _Latest:
     seq: int
     jpeg: bytes | None = None  # annotated JPEG of ``seq`` (encoded on demand)
     jpeg_seq: int = -1
+
+
+def encode_jpeg(image: Any, quality: int = 80) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"cannot encode a picture of shape {image.shape} as JPEG")
+    return buf.tobytes()
 
 
 def _track_view(t: Any) -> SimpleNamespace:
@@ -136,6 +143,8 @@ class LiveHub(EventSink):
     async def mjpeg(self, camera: str) -> AsyncIterator[bytes]:
         """multipart/x-mixed-replace parts: a new JPEG at most ``live_fps`` times a second,
         only when the camera has a new frame; ends when the server shuts down."""
+        from starlette.concurrency import run_in_threadpool  # the hub itself needs no web stack
+
         period = 1.0 / self.live_fps
         sent = -2
         self.watchers += 1
