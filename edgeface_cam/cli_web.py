@@ -27,7 +27,7 @@ from .sources import open_source
 from .web.auth import AuthError, AuthStore
 
 if TYPE_CHECKING:
-    from .web import LiveHub, WebServer
+    from .web import WebServer
 
 log = logging.getLogger("edgeface_cam.cli")
 
@@ -108,46 +108,58 @@ def cmd_token(args: argparse.Namespace, cfg: Config) -> int:
 
 # --- the web server beside run and demo ---------------------------------------------------------
 class WebBeside:
-    """The web server of ``run``: it outlives the pipelines a reload rebuilds, showing the
-    newest (``attach``)."""
+    """The web server of ``run``: started in the background once the first pipeline is built
+    (a camera that does not open is one error line, with no web noise around it; the web
+    stack's import is not on the way to the first frame), and outliving the pipelines a reload
+    rebuilds, showing the newest (``attach``)."""
 
-    def __init__(self, server: WebServer | None, hub: LiveHub | None) -> None:
-        self.server, self.hub = server, hub
+    def __init__(self, cfg: Config, db: str | None) -> None:
+        from .web.live import LiveHub
+
+        self.cfg, self.db = cfg, db
+        self.hub = LiveHub(cfg.web.live_fps)
+        self.server: WebServer | None = None
+        self.starter: threading.Thread | None = None
 
     def attach(self, running: Any) -> Any:
-        if self.hub is not None:
-            self.hub.attach(running.pipeline)
+        self.hub.attach(running.pipeline)
+        if self.starter is None:
+            self.starter = threading.Thread(target=self._start, name="web-start", daemon=True)
+            self.starter.start()
+        return running
+
+    def _start(self) -> None:
+        from .web import start_web
+
+        try:
+            self.server = start_web(self.cfg, self.db, self.hub)
+        except Exception as e:  # any failure: the camera goes on without its web page
+            log.error("web UI off: %s", " ".join(str(e).split()) or type(e).__name__)
+
+    def close(self) -> None:
+        if self.starter is not None:
+            self.starter.join(timeout=30)
+        if self.server is not None:
+            self.server.stop()
+
+
+class _NoWeb:
+    def attach(self, running: Any) -> Any:
         return running
 
 
 @contextlib.contextmanager
-def web_beside(cfg: Config, db: str | None) -> Iterator[WebBeside]:
-    """``run``'s web server when web.enabled, started in the background while the camera and
-    model load (the web stack's import is not on the way to the first frame). A port in use is
-    logged and the camera runs on without it (a door camera must not stop for its web page)."""
+def web_beside(cfg: Config, db: str | None) -> Iterator[WebBeside | _NoWeb]:
+    """``run``'s web server when web.enabled (see ``WebBeside``). A port in use is logged and
+    the camera runs on without it (a door camera must not stop for its web page)."""
     if not cfg.web.enabled:
-        yield WebBeside(None, None)
+        yield _NoWeb()
         return
-    from .web.live import LiveHub
-
-    beside = WebBeside(None, LiveHub(cfg.web.live_fps))
-
-    def start() -> None:
-        from .web import start_web
-
-        try:
-            beside.server = start_web(cfg, db, beside.hub)
-        except Exception as e:  # any failure: the camera goes on without its web page
-            log.error("web UI off: %s", " ".join(str(e).split()) or type(e).__name__)
-
-    starter = threading.Thread(target=start, name="web-start", daemon=True)
-    starter.start()
+    beside = WebBeside(cfg, db)
     try:
         yield beside
     finally:
-        starter.join(timeout=30)
-        if beside.server is not None:
-            beside.server.stop()
+        beside.close()
 
 
 def demo_web(app: App, gallery: Any, sinks: list[Any], listen: str | None) -> int:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.device
 OBAMA, BIDEN = "Barack Obama", "Joe Biden"
 COMMANDS = ["run", "enroll", "list", "remove", "rename", "reembed", "identify", "verify", "demo",
             "bench", "doctor", "sightings", "unknowns", "assign", "not", "ignore", "forget",
-            "backup", "restore"]
+            "backup", "restore", "web", "passwd", "token"]
 
 
 @pytest.fixture(autouse=True)
