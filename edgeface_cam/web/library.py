@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -23,7 +24,7 @@ router = APIRouter(tags=["library"])
 PAGE = 50
 MAX_PAGE = 500
 GROUP_PAGE = 50  # groups a page of /api/unknowns
-MEMBERS = 50  # sightings listed per group (its size counts them all)
+MEMBERS = 20  # sightings listed per group (its size counts them all)
 
 
 class NameBody(BaseModel):
@@ -116,11 +117,11 @@ def unknowns_view(state: WebState, include_ignored: bool = False,
 
 
 # --- sightings ----------------------------------------------------------------------------------
-@router.get("/api/sightings")
-def sightings(request: Request, response: Response, name: str | None = None,
+@router.get("/api/sightings", response_model=list[dict[str, Any]])
+def sightings(request: Request, name: str | None = None,
               unknown: bool = False, since: str | None = None, camera: str | None = None,
               day: str | None = None, cursor: int | None = Query(None, ge=1),
-              limit: int = Query(PAGE, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+              limit: int = Query(PAGE, ge=1, le=MAX_PAGE)) -> JSONResponse:
     """Newest first, ``limit`` a page (at most 500); the next page's ``cursor`` is in the
     ``X-Next-Cursor`` header (and a ``Link: rel="next"``), absent on the last page. ``since``:
     ISO 8601 or an age (30m, 2h, 7d); ``day``: YYYY-MM-DD; ``camera``: the source's name."""
@@ -128,15 +129,18 @@ def sightings(request: Request, response: Response, name: str | None = None,
         raise HTTPException(422, "give name or unknown, not both")
     rows, nxt = list_sightings(state_of(request), name=name, unknown=unknown, since=since,
                                camera=camera, day=day, cursor=cursor, limit=limit)
-    _next_page(request, response, nxt)
-    return rows
+    return _page(request, rows, nxt)
 
 
-def _next_page(request: Request, response: Response, cursor: int | None) -> None:
+def _page(request: Request, rows: list[dict[str, Any]], cursor: int | None) -> JSONResponse:
+    """The rows as JSON (plain dicts: FastAPI's response validation of 1,000 rows would cost
+    more than the query), with the next page's cursor in X-Next-Cursor and Link."""
+    response = JSONResponse(rows)
     if cursor is not None:
         response.headers["X-Next-Cursor"] = str(cursor)
         query = dict(request.query_params) | {"cursor": str(cursor)}
         response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return response
 
 
 @router.get("/api/sightings/{id}/crop.jpg")
@@ -182,17 +186,16 @@ async def sighting_assign(id: int, body: NameBody, request: Request) -> dict[str
 
 
 # --- groups of unknown faces --------------------------------------------------------------------
-@router.get("/api/unknowns")
-def unknowns(request: Request, response: Response, all: bool = False,
+@router.get("/api/unknowns", response_model=list[dict[str, Any]])
+def unknowns(request: Request, all: bool = False,
              cursor: int = Query(0, ge=0), limit: int = Query(GROUP_PAGE, ge=1, le=MAX_PAGE),
-             members: int = Query(MEMBERS, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+             members: int = Query(MEMBERS, ge=1, le=MAX_PAGE)) -> JSONResponse:
     """Groups of unknown faces, largest first, each with its newest ``members`` sightings
     (``size`` counts them all); ``all``: ignored groups too. Paged like /api/sightings: the
     next page's ``cursor`` is in ``X-Next-Cursor`` and ``Link``."""
     groups, nxt = list_unknowns(state_of(request), all, offset=cursor, limit=limit,
                                 members=members)
-    _next_page(request, response, nxt)
-    return groups
+    return _page(request, groups, nxt)
 
 
 @router.post("/api/unknowns/{id}/assign")
