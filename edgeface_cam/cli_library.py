@@ -8,6 +8,7 @@ names are a contract), ``enroll`` checks that assigned faces look like one perso
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def cmd_assign(args: argparse.Namespace, cfg: Config) -> int:
         gallery, library = _library(app)
         faces = library.faces_for(args.cluster, args.sighting)
         person = gallery.find_person(args.name)
+        near = gallery.suggest(args.name) if person is None else None
         enrolled = gallery.embeddings_of(person.name) if person else np.zeros((0, 0), np.float32)
         # The same checks as enroll: the faces look like each other and like the person.
         samples = [Sample(FaceResult(None, None, np.frombuffer(f["vector"], np.float32),  # type: ignore[arg-type]
@@ -76,6 +78,9 @@ def cmd_assign(args: argparse.Namespace, cfg: Config) -> int:
                               cluster=args.cluster, sighting=args.sighting)
     what = f"group {args.cluster}" if args.cluster is not None else f"sighting {args.sighting}"
     print(f"assigned {what} to {name}: {len(kept)} face(s) enrolled")
+    if person is None and near:
+        print(f"note: {name!r} is a new person (did you mean {near!r}? `rename` fixes a "
+              "misspelling)", file=sys.stderr)
     return 0
 
 

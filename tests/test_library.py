@@ -488,8 +488,12 @@ def test_the_loop_through_the_cli(capsys, tmp_path, faces):
     g_pat, g_quiet = groups[0]["id"], groups[1]["id"]
     assert cli(capsys, "assign", "--cluster", g_pat, "--name", "Pat", "--db", db)[0] == 0
     assert cli(capsys, "ignore", "--cluster", g_quiet, "--db", db)[0] == 0
+    code, out, err = cli(capsys, "assign", "--cluster", groups[2]["id"], "--name", "Patt",
+                         "--force", "--db", db)  # a new person, named like an old one
+    assert code == 0 and "did you mean 'Pat'?" in err
+    assert cli(capsys, "remove", "--name", "Patt", "--yes", "--db", db)[0] == 0
     code, out, _ = cli(capsys, "unknowns", "--json", "--db", db)
-    assert {g["id"] for g in json.loads(out)} == {g["id"] for g in groups[2:]}
+    assert {g["id"] for g in json.loads(out)} == {g["id"] for g in groups[3:]}
     code, out, _ = cli(capsys, "unknowns", "--json", "--all", "--db", db)
     assert g_quiet in {g["id"] for g in json.loads(out) if g["ignored"]}
     # The next visit: Pat is recognised, the ignored group's person is quiet.
