@@ -29,7 +29,15 @@ from .preview import Preview, PreviewUnavailable, display_available
 from .recognize import Recognizer
 from .service import install_signal_handlers
 from .shotcut import ShotCutDetector
-from .sources import BACKOFF_MAX_S, BACKOFF_MIN_S, Frame, FrameSource, SourceError, open_source
+from .sources import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    Frame,
+    FrameSource,
+    ImageFolderSource,
+    SourceError,
+    open_source,
+)
 from .threshold import Threshold
 from .threshold import from_settings as threshold_from_settings
 from .track import Tracker
@@ -179,9 +187,11 @@ class App:
         named after it (several cameras' track ids would collide in one folder)."""
         cut = self.cfg.tracking.cut_threshold
         m = self.cfg.motion
+        # A folder's photos are scenes of their own: each is searched, however alike.
+        gate = m.enabled and not isinstance(source, ImageFolderSource)
         return Camera(source, self.tracker(), cuts=ShotCutDetector(cut) if cut else None,
                       motion=MotionGate(m.threshold, m.min_area, m.check_every)
-                      if m.enabled else None,
+                      if gate else None,
                       snapshots=self.snapshots(source.name if own_folder else None),
                       recognizer=self.camera_recognizer(cam) if cam is not None else None)
 

@@ -223,3 +223,19 @@ def test_identify_finds_a_face_in_a_very_large_photo(capsys, tmp_path):
     assert [f["name"] for f in faces] == ["Obama"]
     x, y, w, h = faces[0]["box"]
     assert 6000 <= x < 6000 + face.shape[1] and 2500 <= y < 2500 + face.shape[0]
+
+
+def test_every_photo_of_a_folder_is_searched_even_when_two_are_alike(capsys, tmp_path):
+    """A folder's photos are scenes of their own: the motion gate must not skip the second of
+    two identical photos (it would, on a camera, as nothing moved)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(OBAMA[0], folder / name)
+    events = tmp_path / "events.jsonl"
+    code, _, err = cli(capsys, "run", "--source", folder, "--events", events, "--no-preview",
+                       "--db", tmp_path / "g.db", "--set", "web.enabled=false")
+    assert code == 0, err
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    assert sorted(e["frame"] for e in got) == [0, 1]
+    assert sorted(Path(e["file"]).name for e in got) == ["a.jpg", "b.jpg"]
