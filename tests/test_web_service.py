@@ -138,3 +138,49 @@ def test_demo_web_prints_a_one_time_password_that_logs_in(tmp_path):
     finally:
         code, _, err = _stop(proc, signal.SIGINT)
     assert code == 0, err
+
+
+def test_tls_serves_https_with_a_secure_cookie_and_hsts(tmp_path):
+    """web.tls_cert / web.tls_key: HTTPS, the session cookie Secure, Strict-Transport-Security."""
+    import shutil
+    import ssl
+
+    from edgeface_cam import config as configmod
+    from edgeface_cam.web import start_web
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / "web.key"),
+                    "-out", str(tmp_path / "web.crt")], check=True, capture_output=True)
+    (tmp_path / "config.yaml").write_text("web:\n  tls_cert: web.crt\n  tls_key: web.key\n")
+    cfg = configmod.replace(configmod.load(tmp_path / "config.yaml"),
+                            gallery={"path": str(tmp_path / "gallery.db")})
+    AuthStore(tmp_path).set_password("tls password")
+    port = _port()
+    server = start_web(cfg, listen=f"127.0.0.1:{port}")
+    try:
+        assert server.url == f"https://127.0.0.1:{port}"
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "web.crt"))
+        ctx.check_hostname = False
+        req = urllib.request.Request(f"{server.url}/api/login", method="POST",
+                                     data=json.dumps({"password": "tls password"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            assert "Secure" in r.headers["set-cookie"]
+            assert r.headers["strict-transport-security"].startswith("max-age=")
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP there
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5).read()
+    finally:
+        server.stop()
+
+
+def test_a_missing_certificate_is_one_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("web:\n  tls_cert: nope.crt\n  tls_key: nope.key\n")
+    r = subprocess.run([sys.executable, "-m", "edgeface_cam", "web", "--config",
+                        str(tmp_path / "config.yaml"), "--db", str(tmp_path / "g.db"),
+                        "--listen", f"127.0.0.1:{_port()}"], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("edgeface-cam: error: web.tls_cert")
+    assert "nope.crt" in r.stderr and "Traceback" not in r.stderr
