@@ -483,3 +483,25 @@ def test_the_templates_and_static_files_ship_in_the_package():
     for folder, pattern in ((TEMPLATES, "*.html"), (STATIC, "*")):
         files = [p for p in folder.iterdir() if p.is_file()]
         assert files and all(p.match(pattern) for p in files), folder
+
+
+def test_several_cameras_each_have_their_picture(tmp_path):
+    """The hub keeps the latest frame per camera (issue 15's several cameras in one pipeline)."""
+    from edgeface_cam.app import App
+    from edgeface_cam.demo import DEMO_CLIP
+    from edgeface_cam.sources import open_source
+
+    hub = LiveHub()
+    with App(settings(tmp_path)) as app:
+        sources = [open_source(str(DEMO_CLIP)), open_source(str(SCENES / "obama_biden_1.jpg"))]
+        sources[0].name, sources[1].name = "door", "garden"
+        cams = [app.camera_parts(s) for s in sources]
+        hub.attach(app.pipeline(cams, None, [], max_frames=20)).run()
+        for s in sources:
+            s.close()
+    assert sorted(hub.camera_names()) == ["door", "garden"]
+    door = cv2.imdecode(np.frombuffer(hub.jpeg("door"), np.uint8), cv2.IMREAD_COLOR)
+    garden = cv2.imdecode(np.frombuffer(hub.jpeg("garden"), np.uint8), cv2.IMREAD_COLOR)
+    assert door.shape[:2] == (360, 640) and garden.shape != door.shape
+    assert {t["name"] for t in hub.in_view("garden")} == {None}  # no gallery: unknown
+    assert len(hub.in_view("garden")) == 2
