@@ -28,6 +28,7 @@ import difflib
 import math
 import os
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class Key:
     any_case: bool = False  # a string matches a choice whatever its case; stored as the choice
     special: tuple[tuple[Any, str], ...] = ()  # (value, meaning) allowed outside the bounds
     also: tuple[type, ...] = ()  # further input types, converted to the annotation's type
+    form: Callable[[str], str | None] | None = None  # a string's shape: the problem, or None
     path: str = ""  # "section.key"
     types: tuple[type, ...] = ()
     default: Any = None
@@ -90,6 +92,8 @@ class Key:
     def _problem(self, v: Any) -> str | None:
         if (isinstance(v, bool) and bool not in self.types) or not isinstance(v, self.types):
             return f"{v!r} must be {_type_names(self.types)}"
+        if isinstance(v, str) and self.form is not None:
+            return self.form(v)
         if not _is_number(v):
             if v is None or not self.choices or self._choice(v) is not _NO_CHOICE:
                 return None
@@ -245,11 +249,19 @@ class SightingsConfig:
                           lo_open=True)
 
 
+def host_port(text: str) -> str | None:
+    """The problem with a "HOST:PORT" listen address (IPv6 as "[::]:8080"), or None."""
+    host, sep, port = text.strip().rpartition(":")
+    if sep and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536:
+        return None
+    return f"{text!r} must be HOST:PORT with a port 1..65535, e.g. 0.0.0.0:8080"
+
+
 @dataclass(frozen=True)
 class WebConfig:
     enabled: bool = key(True, "serve the web UI and REST API inside run and the service")
     listen: str = key("0.0.0.0:8080", "HOST:PORT to listen on (127.0.0.1 only until a web "
-                                      "password is set)")
+                                      "password is set)", form=host_port)
     live_fps: float = key(5.0, "frames per second of the live view (encoded only while "
                                "someone watches)", lo=0, hi=30, lo_open=True)
     tls_cert: str | None = key(None, "TLS certificate (PEM) for HTTPS; null = plain HTTP")

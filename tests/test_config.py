@@ -311,3 +311,15 @@ def test_a_key_can_take_a_number_in_bounds_or_a_word():
         k.check(2)
     with pytest.raises(ConfigError, match=r"^s\.t: 'high' is not one of auto$"):
         k.check("high")
+
+
+@pytest.mark.parametrize("listen, ok", [("0.0.0.0:8080", True), ("[::]:8443", True),
+                                        ("localhost:1", True), ("8080", False), (":8080", False),
+                                        ("0.0.0.0:0", False), ("0.0.0.0:70000", False),
+                                        ("host:port", False)])
+def test_web_listen_is_checked_when_the_config_loads(listen, ok):
+    if ok:
+        assert configmod.from_dict({"web": {"listen": listen}}).web.listen == listen
+    else:
+        with pytest.raises(ConfigError, match=r"web\.listen: .* must be HOST:PORT"):
+            configmod.from_dict({"web": {"listen": listen}})

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from .. import PROG, __version__
 from ..app import UserError
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, host_port
 from ..gallery import GalleryError
 from . import api, library, pages
 from .images import UploadError
@@ -38,11 +38,11 @@ LOOPBACK = "127.0.0.1"
 
 def parse_listen(text: str) -> tuple[str, int]:
     """"HOST:PORT" (IPv6 as "[::]:8080") -> (host, port); ConfigError naming web.listen."""
-    host, sep, port = str(text).strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"web.listen: {text!r} must be HOST:PORT, e.g. 0.0.0.0:8080")
-    return host, int(port)
+    problem = host_port(str(text))
+    if problem:
+        raise ConfigError(f"web.listen: {problem}")
+    host, _, port = str(text).strip().rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _validation_detail(exc: RequestValidationError) -> tuple[int, str]:
