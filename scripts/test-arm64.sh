@@ -98,19 +98,29 @@ else
 fi
 
 # --- x86 twins: the same library versions as each arm64 venv, on this CPU -------------------
-# (after the arm64 install, which decides the versions; built and kept under the cache).
-x86_twin() {  # x86_twin NAME "numpy==A opencv-python==B ai-edge-litert==C" -> venv path
-  local dir=$CACHE/x86-$SUITE-$1 pins=$2 py=${PYTHON:-python3} deps
+# (after the arm64 install, which decides the versions; built and kept under the cache). The
+# root's Python version where this machine has it (python3.13 for trixie), else python3; where a
+# pinned numpy has no wheel for that Python, the newest one that has (said in the verdict).
+x86_twin() {  # x86_twin NAME PYVER "numpy==A opencv-python==B ai-edge-litert==C" -> venv path
+  local dir=$CACHE/x86-$SUITE-$1 py pins=$3 deps
+  py=python$2
+  "$py" -c '' 2>/dev/null || py=${PYTHON:-python3}
   deps=$(cat "$REPO/setup.py" "$REPO/pyproject.toml"; echo "$pins"; "$py" -V 2>&1)
   deps=$(printf '%s' "$deps" | sha256sum | cut -d' ' -f1)
-  if [ "$(cat "$dir/.edgeface-deps" 2>/dev/null)" != "$deps" ]; then
-    rm -rf "$dir"
-    "$py" -m venv "$dir" >&2
+  [ "$(cat "$dir/.edgeface-deps" 2>/dev/null)" = "$deps" ] && { echo "$dir"; return 0; }
+  rm -rf "$dir"
+  "$py" -m venv "$dir" >&2 || return 1
+  local pip=("$dir/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[device]")
+  # shellcheck disable=SC2086
+  if ! "${pip[@]}" $pins 2> >(grep -v "is ignored: it is neither a file" >&2) >&2; then
+    local rest
     # shellcheck disable=SC2086
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[device]" $pins \
-      2> >(grep -v "is ignored: it is neither a file" >&2) >&2
-    echo "$deps" > "$dir/.edgeface-deps"
+    rest=$(printf '%s\n' $pins | grep -v '^numpy==' | xargs)
+    # shellcheck disable=SC2086
+    "${pip[@]}" $rest 2> >(grep -v "is ignored: it is neither a file" >&2) >&2 || return 1
+    echo "x86 numpy $("$dir/bin/python" -c 'import numpy; print(numpy.__version__)')" > "$dir/.edgeface-note"
   fi
+  echo "$deps" > "$dir/.edgeface-deps"
   echo "$dir"
 }
 
@@ -175,14 +185,15 @@ verdicts=()
 for kind in quickstart pios; do
   [ -s "$OUT/$kind.json" ] || { verdicts+=("$kind: no results"); rc=1; continue; }
   pins=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["versions"]; print(" ".join(f"{k}=={v[k]}" for k in ("numpy","opencv-python","ai-edge-litert")))' "$OUT/$kind.json")
-  if ! twin=$(x86_twin "$kind" "$pins"); then
+  pyver=$(python3 -c 'import json,sys; print(".".join(json.load(open(sys.argv[1]))["python"].split(".")[:2]))' "$OUT/$kind.json")
+  if ! twin=$(x86_twin "$kind" "$pyver" "$pins"); then
     verdicts+=("$kind: x86 twin ($pins) did not install"); rc=1; continue
   fi
   # PYTHONPATH: this checkout, should the cached twin's editable install point at an older clone.
   (cd / && PYTHONPATH=$REPO "$twin/bin/python" "$REPO/scripts/cross_cpu.py" dump --shared "$SHARED" \
     --out "$OUT/$kind-x86.json") || { verdicts+=("$kind: x86 dump failed"); rc=1; continue; }
   if line=$(python3 "$REPO/scripts/cross_cpu.py" compare "$OUT/$kind-x86.json" "$OUT/$kind.json"); then
-    verdicts+=("$kind: $line")
+    verdicts+=("$kind: $line$(sed 's/^/ (/; s/$/)/' "$twin/.edgeface-note" 2>/dev/null)")
   else
     verdicts+=("$kind: FAIL $line"); rc=1
   fi
