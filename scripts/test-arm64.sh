@@ -12,8 +12,8 @@
 #   EDGEFACE_SHARED      the shared/ folder with the fixtures (default ../shared)
 #   DEBIAN_MIRROR        (default http://deb.debian.org/debian)
 #   EDGEFACE_ARM64_TESTS the test files run emulated (default: scripts/arm64-inside.sh's list)
-# The first run builds the root (debootstrap, ~10 min); later runs reuse it and the venvs.
-# Prints one summary line; exits non-zero on any failure.
+# The first run builds the root (debootstrap, ~4 min) and the venvs; later runs reuse them.
+# Prints one summary line; exits non-zero on any failure. Logs and results: $CACHE/results-*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -193,13 +193,14 @@ for kind in quickstart pios; do
   (cd / && PYTHONPATH=$REPO "$twin/bin/python" "$REPO/scripts/cross_cpu.py" dump --shared "$SHARED" \
     --out "$OUT/$kind-x86.json") || { verdicts+=("$kind: x86 dump failed"); rc=1; continue; }
   if line=$(python3 "$REPO/scripts/cross_cpu.py" compare "$OUT/$kind-x86.json" "$OUT/$kind.json"); then
-    verdicts+=("$kind: $line$(sed 's/^/ (/; s/$/)/' "$twin/.edgeface-note" 2>/dev/null)")
+    if [ -s "$twin/.edgeface-note" ]; then line+=" ($(cat "$twin/.edgeface-note"))"; fi
+    verdicts+=("$kind: $line")
   else
     verdicts+=("$kind: FAIL $line"); rc=1
   fi
 done
-mkdir -p "$CACHE/results"
-cp "$OUT"/*.json "$OUT"/*.txt "$CACHE/results/" 2>/dev/null || true
+mkdir -p "$CACHE/results-$SUITE-$QEMU_CPU"
+cp "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$CACHE/results-$SUITE-$QEMU_CPU/" 2>/dev/null || true
 inside=$(cat "$OUT/summary.txt" 2>/dev/null || echo "the checks inside did not finish")
 status=ok; ((rc == 0)) || status=FAIL
 printf 'test-arm64 %s: %s on %s (QEMU_CPU=%s) in %ss: %s | %s\n' "$SUITE" "$status" \
