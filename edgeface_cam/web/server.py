@@ -112,8 +112,12 @@ class WebServer:
                 if not p.is_file():
                     raise ConfigError(f"web.tls_cert/tls_key: no such file: {p}")
             kwargs = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
-        config = uvicorn.Config(create_app(state), host=host, port=port, log_level="warning",
-                                access_log=False, timeout_graceful_shutdown=2,
+        # log_config=None: uvicorn's own dictConfig would replace (and close) the process's
+        # log handlers; its loggers go through ours (service.configure_logging) instead.
+        logging.getLogger("uvicorn").setLevel(logging.WARNING)
+        config = uvicorn.Config(create_app(state), host=host, port=port, log_config=None,
+                                log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=2,
                                 server_header=False, proxy_headers=True, **kwargs)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
