@@ -25,6 +25,7 @@ from edgeface_cam.web.security import SESSION_COOKIE
 from .conftest import PEOPLE, SCENES
 
 pytestmark = pytest.mark.device
+pytest.importorskip("httpx2", reason="Starlette's TestClient needs it (the dev extra)")
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 
 PASSWORD = "correct horse battery"
