@@ -272,11 +272,12 @@ def test_system_install_user_config_unit_uninstall_purge(tmp_path):
     ok("list")
     assert [p["name"] for p in json.loads(read("list.out"))] == ["Barack Obama"]
     # doctor as root reads the gallery without leaving root-owned WAL files behind.
-    assert read("data.after_doctor") == "gallery.db"
+    # (web-auth.json: the web password install.sh set, kept with the gallery)
+    assert read("data.after_doctor").split() == ["gallery.db", "web-auth.json"]
     assert "OK    gallery" in read("doctor.out")
     assert "edgeface-cam@door.service" in read("wants.door").split()  # a user's extra camera
     ok("uninstall")
-    assert read("data.after_uninstall") == "gallery.db"
+    assert read("data.after_uninstall").split() == ["gallery.db", "web-auth.json"]
     assert "config.yaml" in read("conf.after_uninstall").split()
     assert read("left.after_uninstall") == ""
     ok("purge")
