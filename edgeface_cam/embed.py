@@ -18,10 +18,12 @@ import cv2
 import numpy as np
 
 from .align import CROP_SIZE, normalize
-from .paths import ASSETS
+from .config import RecognizerConfig, resolve_asset
 from .runtime import dequantize_output, interpreter_class, load_interpreter, quantize_input
 
-DEFAULT_MODEL = ASSETS / "edgeface_xs.tflite"
+# The config's one definition of recognizer.model / threads (the bundled XS, 2 threads).
+DEFAULT_MODEL = resolve_asset(RecognizerConfig().model)
+DEFAULT_THREADS = RecognizerConfig().threads
 
 
 class SelfTestFailed(RuntimeError):
@@ -128,7 +130,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 class Embedder:
     """Aligned 112x112 BGR crops -> L2-normalised embeddings (float32, ``embedding_size``)."""
 
-    def __init__(self, model: str | Path = DEFAULT_MODEL, num_threads: int | None = 2,
+    def __init__(self, model: str | Path = DEFAULT_MODEL,
+                 num_threads: int | None = DEFAULT_THREADS,
                  self_test: bool = True) -> None:
         self.model_path = Path(model)
         self.card = ModelCard.for_model(self.model_path)
