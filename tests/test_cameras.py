@@ -26,6 +26,7 @@ from edgeface_cam.sources import Frame, SourceError
 from edgeface_cam.track import Tracker
 
 from .conftest import ASSETS, PEOPLE, VIDEO
+from .test_pipeline import MemorySource as FramesInMemory
 
 pytestmark = pytest.mark.device
 
@@ -50,26 +51,17 @@ def clip_frames(shared) -> list[np.ndarray]:
     return frames
 
 
-class MemorySource:
-    """Frames from memory, ``n`` of them (None: forever), ``delay`` s apart."""
-
-    live = False
+class MemorySource(FramesInMemory):
+    """Frames from memory, ``n`` of them (None: forever), ``delay`` s apart, named."""
 
     def __init__(self, name: str, images: list[np.ndarray], n: int | None,
                  delay: float = 0.0) -> None:
-        self.name, self.images, self.n, self.delay, self.i = name, images, n, delay, 0
-        self.closed = False
+        super().__init__(images, n)
+        self.name, self.delay = name, delay
 
     def read(self) -> Frame | None:
-        if self.closed or (self.n is not None and self.i >= self.n):
-            return None
         time.sleep(self.delay)
-        f = Frame(self.images[self.i % len(self.images)], time.monotonic(), self.i, self.name)
-        self.i += 1
-        return f
-
-    def close(self) -> None:
-        self.closed = True
+        return super().read()
 
 
 class FlakyCamera(MemorySource):

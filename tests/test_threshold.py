@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from edgeface_cam import config as configmod
-from edgeface_cam.cli import main
 from edgeface_cam.config import ConfigError
 from edgeface_cam.embed import ModelCard, file_sha256
 from edgeface_cam.gallery import Gallery
@@ -27,6 +26,7 @@ from edgeface_cam.threshold import (
     named_probability,
 )
 from tests.conftest import ASSETS, DATASETS, PEOPLE
+from tests.test_cli import cli as run
 
 XS, XXS = ASSETS / "edgeface_xs.tflite", ASSETS / "edgeface_xxs.tflite"
 # Embeddings of the held-out sample survive between runs (keyed by the model's sha256).
@@ -245,13 +245,6 @@ def test_config_takes_auto_or_a_number_and_refuses_junk():
             configmod.from_dict({"recognizer": {"false_accept": junk}})
 
 
-def run(capsys, *args: object) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
