@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .app import App, UserError
+from .embed import l2_normalize
 from .gallery import Gallery, GalleryError, validate_name
 from .recognize import FaceResult
 from .sources import IMAGE_SUFFIXES, FrameSource, ImageFolderSource, open_source
@@ -104,10 +105,6 @@ class Sample:
     digest: str = ""  # sha256 of the decoded pixels: the same photo given twice
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
 def drop_duplicates(samples: list[Sample], enrolled: np.ndarray) -> tuple[list[Sample],
                                                                            list[str]]:
     """Samples without the exact repeats (the same photo twice, or a photo the person already
@@ -132,7 +129,7 @@ def check_same_person(samples: list[Sample], enrolled: np.ndarray, name: str) ->
     each other, naming the odd one (``--force`` skips this check)."""
     embs = np.stack([s.result.embedding for s in samples])
     if len(enrolled):
-        sims = embs @ _unit(enrolled.mean(axis=0))
+        sims = embs @ l2_normalize(enrolled.mean(axis=0))
         worst = int(sims.argmin())
         if sims[worst] < SAME_PERSON_MIN:
             raise UserError(f"{samples[worst].source}: does not look like the {name} already "
@@ -141,7 +138,7 @@ def check_same_person(samples: list[Sample], enrolled: np.ndarray, name: str) ->
     if len(samples) < 2:
         return
     total = embs.sum(axis=0)
-    sims = np.array([float(e @ _unit(total - e)) for e in embs])  # each against the others
+    sims = np.array([float(e @ l2_normalize(total - e)) for e in embs])  # each against the others
     worst = int(sims.argmin())
     if sims[worst] >= SAME_PERSON_MIN:
         return

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..embed import l2_normalize
+from ..events.base import iso_time as iso  # the one time format, as events write it
 from .base import GalleryError
 from .groups import JOIN, Groups
 from .store import Store
@@ -35,11 +37,6 @@ POLL_S = 0.5  # how often an idle writer looks for other processes' changes
 RETAIN_EVERY_S = 60.0
 BATCH = 64  # rows per write transaction at most
 _STOP = object()
-
-
-def iso(when: datetime) -> str:
-    """The one time format of the library (as events write it): UTC, milliseconds."""
-    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -124,8 +121,7 @@ class SightingRecorder:
             "crop": getattr(track, "best_crop", None), "snapshot": snapshot,
             "status": "recognized" if name is not None else "unknown"}
         if vector is not None:
-            v = np.asarray(vector, np.float32).reshape(-1)
-            v = v / max(float(np.linalg.norm(v)), 1e-12)
+            v = l2_normalize(np.asarray(vector, np.float32).reshape(-1))
             row.update(vector=v.tobytes(), dim=int(v.shape[0]),
                        model_fingerprint=self.fingerprint)
         with self._lock:
