@@ -152,16 +152,6 @@ def cmd_list(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _require_person(gallery: Gallery, name: str, db: Path) -> str:
-    """The stored spelling of the person ``name`` means (trimmed, any case)."""
-    person = gallery.find_person(name)
-    if person is None:
-        near = gallery.suggest(name)
-        hint = f" (did you mean {near!r}?)" if near else ""
-        raise UserError(f"nobody named {name!r} in {db}{hint}")
-    return person.name
-
-
 def _confirm(question: str, refusal: str) -> bool:
     if not sys.stdin.isatty():
         raise UserError(refusal)
@@ -171,7 +161,7 @@ def _confirm(question: str, refusal: str) -> bool:
 def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
     with App(cfg, args.db) as app:
         gallery = app.existing_gallery()
-        name = _require_person(gallery, args.name, app.db_path)
+        name = gallery.require_person(args.name).name
         if not args.yes and not _confirm(
                 f"remove {name!r} and all their faces from {app.db_path}? [y/N] ",
                 f"not removing {name!r} without confirmation: add --yes"):
@@ -186,7 +176,7 @@ def cmd_rename(args: argparse.Namespace, cfg: Config) -> int:
     new = validate_name(args.new)
     with App(cfg, args.db) as app:
         gallery = app.existing_gallery()
-        old = gallery.rename(_require_person(gallery, args.old, app.db_path), new)
+        old = gallery.rename(args.old, new)  # the stored name, or a did-you-mean error
     print(f"renamed {old} -> {new}")
     return 0
 

@@ -128,6 +128,11 @@ class Gallery:
             raise GalleryError(f"no person named {name!r} in the gallery{hint}")
         return found
 
+    def require_person(self, name: str) -> Person:
+        """``find_person``, or a GalleryError with a did-you-mean when nobody is called that."""
+        pid, _ = self._require(validate_name(name))
+        return self._store.people(self.fingerprint, pid)[0]
+
     def find_person(self, name: str) -> Person | None:
         """The person ``name`` means (trimmed, any case), with the stored spelling; None if
         nobody."""
