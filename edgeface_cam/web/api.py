@@ -54,15 +54,13 @@ def person_json(p: Person) -> dict[str, Any]:
 
 
 def require_person(gallery: Gallery | None, name: str) -> Person:
+    """The person, or 404 with the gallery's own message (and did-you-mean)."""
+    if gallery is None:
+        raise HTTPException(404, f"no person named {name!r} (nobody is enrolled yet)")
     try:
-        person = gallery.find_person(name) if gallery is not None else None
+        return gallery.require_person(name)
     except GalleryError as e:
         raise HTTPException(404, str(e)) from None
-    if person is None:
-        near = gallery.suggest(name) if gallery is not None else None
-        hint = f" (did you mean {near!r}?)" if near else ""
-        raise HTTPException(404, f"nobody named {name!r}{hint}")
-    return person
 
 
 # --- health and login ---------------------------------------------------------------------------
